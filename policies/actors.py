@@ -1,0 +1,133 @@
+"""Actor networks by name: ``spikerl``, ``popsan``, ``dsrl`` and ``ann``.
+
+Every actor maps (already normalized) observations ``(batch, obs_dim)`` to actions in
+``(-1, 1)``; the caller scales them to the action bounds. Spiking actors can also return the
+number of spikes each layer emitted, for firing rates and energy estimates; counting is skipped
+unless asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from policies.spiking import (
+    CurrentLIF,
+    IntegratorReadout,
+    PopulationDecoder,
+    PopulationEncoder,
+    TwoNeuronEncoder,
+)
+
+SpikeCounts = dict[str, torch.Tensor]
+
+# DSRL (Akl et al., 2023) LIF thresholds per environment; 1.0 where the paper gives none.
+DSRL_THRESHOLDS: dict[str, float] = {"HalfCheetah": 0.8, "Hopper": 2.0, "Ant": 2.5}
+
+
+def dsrl_threshold(env_id: str | None) -> float:
+    """DSRL's LIF threshold for a Gymnasium id such as ``"Hopper-v5"`` (1.0 if unlisted)."""
+    family = (env_id or "").split("-")[0]
+    return DSRL_THRESHOLDS.get(family, 1.0)
+
+
+class SpikingActor(nn.Module):
+    """An encoder, a stack of spiking layers and a readout, run for ``T`` timesteps."""
+
+    def __init__(self, encoder: nn.Module, layers: list[nn.Module], readout: nn.Module,
+                 layer_names: list[str]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.layers = nn.ModuleList(layers)
+        self.readout = readout
+        self.layer_names = layer_names
+
+    def forward(self, obs: torch.Tensor, return_spikes: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, SpikeCounts]:
+        """Actions in (-1, 1); with ``return_spikes`` also the spike count of each layer,
+        summed over time and batch, as a tensor per neuron (divide by T x batch for rates)."""
+        x = self.encoder(obs)
+        counts: SpikeCounts = {}
+        if return_spikes and isinstance(self.encoder, PopulationEncoder):
+            counts["encoder"] = x.detach().sum(dim=(0, 1))
+        for name, layer in zip(self.layer_names, self.layers):
+            x = layer(x)
+            if return_spikes:
+                counts[name] = x.detach().sum(dim=(0, 1))
+        action = self.readout(x)
+        return (action, counts) if return_spikes else action
+
+
+class MLPActor(nn.Module):
+    """The ANN baseline: MLP with ReLU hidden layers and a tanh output (TD3 paper, 256-256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(last, h), nn.ReLU()]
+            last = h
+        layers += [nn.Linear(last, act_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor, return_spikes: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, SpikeCounts]:
+        action = self.net(obs)
+        return (action, {}) if return_spikes else action
+
+
+def popsan_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
+                 encoder_pop: int = 10, decoder_pop: int = 10, timesteps: int = 5,
+                 deterministic_encoder: bool = True) -> SpikingActor:
+    """PopSAN (CoRL 2020): population encoder (10 per input), 256-256 current-based LIF,
+    an LIF output population (10 per action) and a learned rate decoder; T = 5."""
+    encoder = PopulationEncoder(obs_dim, encoder_pop, timesteps,
+                                deterministic=deterministic_encoder)
+    sizes = [encoder.out_features, *hidden, act_dim * decoder_pop]
+    layers = [CurrentLIF(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    names = [f"hidden{i}" for i in range(len(hidden))] + ["output"]
+    return SpikingActor(encoder, layers, PopulationDecoder(act_dim, decoder_pop), names)
+
+
+def spikerl_actor(obs_dim: int, act_dim: int, **overrides: Any) -> SpikingActor:
+    """SpikeRL (ICONS 2025): PopSAN's network with the deterministic encoder everywhere."""
+    overrides.setdefault("deterministic_encoder", True)
+    return popsan_actor(obs_dim, act_dim, **overrides)
+
+
+def dsrl_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (400, 300),
+               threshold: float = 1.0, timesteps: int = 5, decay: float = 0.5) -> SpikingActor:
+    """DSRL (Frontiers in Neurorobotics 2023): two-neuron input coding, LIF 400-300 with
+    current and voltage decay 0.5 and a per-environment threshold, integrator readout; T = 5.
+    The surrogate gradient is rectangular over ``(0, 2 x threshold)``, PopSAN's shape scaled
+    to DSRL's threshold."""
+    encoder = TwoNeuronEncoder(obs_dim, timesteps)
+    sizes = [encoder.out_features, *hidden]
+    layers = [CurrentLIF(a, b, cdecay=decay, vdecay=decay, threshold=threshold,
+                         window=threshold) for a, b in zip(sizes[:-1], sizes[1:])]
+    names = [f"hidden{i}" for i in range(len(hidden))]
+    readout = IntegratorReadout(sizes[-1], act_dim, alpha=decay, beta=decay)
+    return SpikingActor(encoder, layers, readout, names)
+
+
+def ann_actor(obs_dim: int, act_dim: int, **overrides: Any) -> MLPActor:
+    """The ANN baseline of the TD3 paper: MLP 256-256, ReLU, tanh."""
+    return MLPActor(obs_dim, act_dim, **overrides)
+
+
+ACTORS: dict[str, Callable[..., nn.Module]] = {
+    "spikerl": spikerl_actor,
+    "popsan": popsan_actor,
+    "dsrl": dsrl_actor,
+    "ann": ann_actor,
+}
+
+
+def build_actor(name: str, obs_dim: int, act_dim: int, **overrides: Any) -> nn.Module:
+    """Builds the actor registered as ``name``; ``overrides`` go to its constructor."""
+    if name not in ACTORS:
+        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(sorted(ACTORS))}")
+    return ACTORS[name](obs_dim, act_dim, **overrides)

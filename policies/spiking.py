@@ -1,0 +1,239 @@
+"""Spiking building blocks: population encoders, current-based LIF layers, decoders.
+
+Constants come from PopSAN (Tang, Kumar, Michmizos, CoRL 2020) and DSRL (Akl et al., 2023),
+as listed in ``shared/REFERENCE.md``. Every layer runs in *multi-step* mode: inputs and outputs
+carry a leading time dimension ``T``. Because the networks are feed-forward, a layer's synaptic
+input for all ``T`` timesteps is one matrix product over ``(T x batch)``; only the elementwise
+membrane recurrence loops over ``T``. :func:`reference_lif_step` keeps the plain per-timestep
+form the PopSAN code uses, for equivalence tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# PopSAN encoder: "regular" (deterministic) spikes fire when the accumulated activation
+# exceeds 0.999 (ENCODER_REGULAR_VTH in the PopSAN code).
+ENCODER_REGULAR_VTH = 0.999
+# PopSAN hidden neurons: current decay 0.5, voltage decay 0.75, threshold 0.5.
+POPSAN_CDECAY = 0.5
+POPSAN_VDECAY = 0.75
+POPSAN_VTH = 0.5
+# PopSAN rectangular pseudo-gradient: 1 where |v - vth| < 0.5.
+POPSAN_GRAD_WINDOW = 0.5
+
+
+class _StraightThroughSpike(torch.autograd.Function):
+    """Heaviside forward, identity backward (PopSAN's encoder pseudo-gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
+        return (x > threshold).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad, None
+
+
+class _RectSurrogateSpike(torch.autograd.Function):
+    """Heaviside forward; backward 1 inside ``|v - threshold| < window``, 0 outside."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, threshold: float, window: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v)
+        ctx.threshold = threshold
+        ctx.window = window
+        return (v > threshold).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        inside = (v - ctx.threshold).abs() < ctx.window
+        return grad * inside.to(grad.dtype), None, None
+
+
+def straight_through_spike(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Spikes where ``x > threshold``; the gradient passes through unchanged."""
+    return _StraightThroughSpike.apply(x, threshold)
+
+
+def rect_spike(v: torch.Tensor, threshold: float, window: float) -> torch.Tensor:
+    """Spikes where ``v > threshold``; rectangular pseudo-gradient of half-width ``window``."""
+    return _RectSurrogateSpike.apply(v, threshold, window)
+
+
+class PopulationEncoder(nn.Module):
+    """Gaussian receptive-field population coding of each observation dimension (PopSAN).
+
+    Each of ``obs_dim`` inputs drives ``pop_dim`` neurons whose activation is
+    ``exp(-(x - mean)^2 / (2 std^2))``; means start evenly spaced over ``mean_range`` and stds at
+    ``sqrt(0.15)`` (PopSAN defaults); both are learnable. ``deterministic=True`` emits PopSAN's
+    "regular" spikes (integrate the activation, fire above 0.999, subtract 0.999); otherwise
+    Poisson spikes (Bernoulli with the activation as probability). Both use a straight-through
+    gradient, so the means and stds are trained.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        pop_dim: int = 10,
+        timesteps: int = 5,
+        mean_range: tuple[float, float] = (-3.0, 3.0),
+        std: float = math.sqrt(0.15),
+        deterministic: bool = True,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.pop_dim, self.timesteps = obs_dim, pop_dim, timesteps
+        self.deterministic = deterministic
+        means = torch.linspace(mean_range[0], mean_range[1], pop_dim).repeat(obs_dim, 1)
+        self.mean = nn.Parameter(means.reshape(1, obs_dim * pop_dim))
+        self.std = nn.Parameter(torch.full((1, obs_dim * pop_dim), std))
+
+    @property
+    def out_features(self) -> int:
+        return self.obs_dim * self.pop_dim
+
+    def activation(self, obs: torch.Tensor) -> torch.Tensor:
+        """Receptive-field activations in [0, 1], shape ``(batch, obs_dim * pop_dim)``."""
+        x = obs.repeat_interleave(self.pop_dim, dim=-1)
+        return torch.exp(-0.5 * (x - self.mean).pow(2) / self.std.pow(2))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Spike trains of shape ``(T, batch, obs_dim * pop_dim)``."""
+        act = self.activation(obs)
+        spikes = []
+        if self.deterministic:
+            volt = torch.zeros_like(act)
+            for _ in range(self.timesteps):
+                volt = volt + act
+                s = straight_through_spike(volt, ENCODER_REGULAR_VTH)
+                volt = volt - s * ENCODER_REGULAR_VTH
+                spikes.append(s)
+        else:
+            for _ in range(self.timesteps):
+                draw = torch.rand_like(act)
+                # Forward: 1 where draw < act; backward: identity w.r.t. act.
+                spikes.append(straight_through_spike(act - draw, 0.0))
+        return torch.stack(spikes)
+
+
+def reference_lif_step(
+    current: torch.Tensor,
+    volt: torch.Tensor,
+    spike: torch.Tensor,
+    synaptic_input: torch.Tensor,
+    cdecay: float = POPSAN_CDECAY,
+    vdecay: float = POPSAN_VDECAY,
+    threshold: float = POPSAN_VTH,
+    window: float = POPSAN_GRAD_WINDOW,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One timestep of PopSAN's current-based LIF neuron, written as in the PopSAN code.
+
+    ``c = cdecay*c + I;  v = vdecay*v*(1 - s) + c;  s = (v > threshold)``.
+    """
+    current = current * cdecay + synaptic_input
+    volt = volt * vdecay * (1.0 - spike) + current
+    spike = rect_spike(volt, threshold, window)
+    return current, volt, spike
+
+
+class CurrentLIF(nn.Module):
+    """A fully connected layer of current-based LIF neurons (PopSAN's hidden neuron).
+
+    Input and output are spike trains ``(T, batch, features)``. The synaptic input of all ``T``
+    timesteps is one matrix product; the membrane recurrence then loops over ``T``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        cdecay: float = POPSAN_CDECAY,
+        vdecay: float = POPSAN_VDECAY,
+        threshold: float = POPSAN_VTH,
+        window: float = POPSAN_GRAD_WINDOW,
+    ) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.cdecay, self.vdecay = cdecay, vdecay
+        self.threshold, self.window = threshold, window
+
+    def forward(self, spikes_in: torch.Tensor) -> torch.Tensor:
+        synaptic = self.fc(spikes_in)  # one GEMM over (T x batch)
+        current = torch.zeros_like(synaptic[0])
+        volt = torch.zeros_like(current)
+        spike = torch.zeros_like(current)
+        out = []
+        for t in range(synaptic.shape[0]):
+            current, volt, spike = reference_lif_step(
+                current, volt, spike, synaptic[t], self.cdecay, self.vdecay,
+                self.threshold, self.window,
+            )
+            out.append(spike)
+        return torch.stack(out)
+
+
+class PopulationDecoder(nn.Module):
+    """PopSAN's decoder: per action, a learned weighted sum of its population's firing rates.
+
+    Input: output-layer spikes ``(T, batch, act_dim * pop_dim)``; output in (-1, 1) after tanh
+    (callers scale by the action limit). Weights use the default init of PopSAN's grouped Conv1d.
+    """
+
+    def __init__(self, act_dim: int, pop_dim: int = 10) -> None:
+        super().__init__()
+        self.act_dim, self.pop_dim = act_dim, pop_dim
+        bound = 1.0 / math.sqrt(pop_dim)
+        self.weight = nn.Parameter(torch.empty(act_dim, pop_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(act_dim).uniform_(-bound, bound))
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        rates = spikes.mean(dim=0).reshape(-1, self.act_dim, self.pop_dim)
+        return torch.tanh((rates * self.weight).sum(-1) + self.bias)
+
+
+class TwoNeuronEncoder(nn.Module):
+    """DSRL's two-neuron input coding: ``x`` becomes currents ``max(x, 0)`` and ``max(-x, 0)``.
+
+    DSRL scales by a running maximum of ``|x|``; here observations arrive z-scored and clipped
+    to ``[-scale, scale]`` by the shared normalizer, so dividing by ``scale`` bounds them the
+    same way. The same currents are presented at every one of ``T`` timesteps.
+    """
+
+    def __init__(self, obs_dim: int, timesteps: int = 5, scale: float = 3.0) -> None:
+        super().__init__()
+        self.obs_dim, self.timesteps, self.scale = obs_dim, timesteps, scale
+
+    @property
+    def out_features(self) -> int:
+        return 2 * self.obs_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs / self.scale
+        currents = torch.cat([x.clamp(min=0.0), (-x).clamp(min=0.0)], dim=-1)
+        return currents.unsqueeze(0).expand(self.timesteps, *currents.shape)
+
+
+class IntegratorReadout(nn.Module):
+    """DSRL's output: non-spiking neurons integrating input; membrane potential after T steps.
+
+    ``i = alpha*i + W s;  v = beta*v + i``; returns ``tanh(v_T)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, alpha: float = 0.5,
+                 beta: float = 0.5) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.alpha, self.beta = alpha, beta
+
+    def forward(self, spikes_in: torch.Tensor) -> torch.Tensor:
+        synaptic = self.fc(spikes_in)
+        current = torch.zeros_like(synaptic[0])
+        volt = torch.zeros_like(current)
+        for t in range(synaptic.shape[0]):
+            current = self.alpha * current + synaptic[t]
+            volt = self.beta * volt + current
+        return torch.tanh(volt)

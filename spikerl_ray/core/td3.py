@@ -1,0 +1,117 @@
+"""The TD3 update (Fujimoto, van Hoof, Meger, 2018), written to read like the paper.
+
+Target policy smoothing, clipped double Q, delayed actor updates and Polyak averaging, each in
+a few lines. Works on any actor from :mod:`policies` (spiking or not). Under ``bf16`` the
+forward passes and losses run in bfloat16 autocast while weights and optimizer state stay fp32;
+losses are reduced in fp32 and no loss scaling is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikerl_ray.core.replay import Batch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TD3Hyperparams:
+    """TD3 constants; defaults are the TD3 paper's and PopSAN's (REFERENCE.md)."""
+
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak 0.995
+    policy_noise: float = 0.2  # target smoothing noise, in units of the action limit
+    noise_clip: float = 0.5
+    policy_delay: int = 2
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for ``"bf16"``; a no-op for ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def critic_loss(actor_target: nn.Module, critic: nn.Module, critic_target: nn.Module,
+                normalize: Callable[[torch.Tensor], torch.Tensor], batch: Batch,
+                hp: TD3Hyperparams) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped double-Q TD loss with target policy smoothing."""
+    obs, next_obs = normalize(batch.obs), normalize(batch.next_obs)
+    with torch.no_grad():
+        noise = (torch.randn_like(batch.actions) * hp.policy_noise).clamp(
+            -hp.noise_clip, hp.noise_clip)
+        next_action = (actor_target(next_obs) + noise).clamp(-1.0, 1.0)
+        q1_next, q2_next = critic_target(next_obs, next_action)
+        target = batch.rewards + hp.gamma * (1.0 - batch.terminateds) * torch.min(
+            q1_next, q2_next).float()
+    q1, q2 = critic(obs, batch.actions)
+    loss = F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
+    return loss, {"q1_mean": q1.detach().float().mean(), "target_mean": target.mean()}
+
+
+def actor_loss(actor: nn.Module, critic: nn.Module,
+               normalize: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> torch.Tensor:
+    """Deterministic policy gradient: maximize Q1(s, pi(s))."""
+    obs = normalize(batch.obs)
+    q1, _ = critic(obs, actor(obs))
+    return -q1.float().mean()
+
+
+@torch.no_grad()
+def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * source`` for every parameter."""
+    tgt = list(target.parameters())
+    torch._foreach_lerp_(tgt, list(source.parameters()), tau)
+
+
+class TD3Update:
+    """Runs TD3 gradient steps on given networks and optimizers.
+
+    Args:
+        actor, critic: the trained networks (may be DDP-wrapped for data-parallel learners).
+        actor_target, critic_target: their target copies.
+        normalize: observation normalization applied to sampled raw observations.
+        actor_optim, critic_optim: optimizers of ``actor`` and ``critic``.
+    """
+
+    def __init__(self, actor: nn.Module, critic: nn.Module, actor_target: nn.Module,
+                 critic_target: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 actor_optim: torch.optim.Optimizer, critic_optim: torch.optim.Optimizer,
+                 hp: TD3Hyperparams, precision: str = "fp32") -> None:
+        self.actor, self.critic = actor, critic
+        self.actor_target, self.critic_target = actor_target, critic_target
+        self.normalize = normalize
+        self.actor_optim, self.critic_optim = actor_optim, critic_optim
+        self.hp, self.precision = hp, precision
+        self.num_updates = 0
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One TD3 update: critic every call; actor and targets every ``policy_delay`` calls."""
+        device = batch.obs.device
+        with autocast(self.precision, device):
+            loss_q, stats = critic_loss(self.actor_target, self.critic, self.critic_target,
+                                        self.normalize, batch, self.hp)
+        self.critic_optim.zero_grad(set_to_none=True)
+        loss_q.backward()
+        self.critic_optim.step()
+        stats["critic_loss"] = loss_q.detach()
+        self.num_updates += 1
+        if self.num_updates % self.hp.policy_delay == 0:
+            with autocast(self.precision, device):
+                loss_pi = actor_loss(self.actor, self.critic, self.normalize, batch)
+            self.actor_optim.zero_grad(set_to_none=True)
+            loss_pi.backward()
+            self.actor_optim.step()
+            polyak_update(self.actor, self.actor_target, self.hp.tau)
+            polyak_update(self.critic, self.critic_target, self.hp.tau)
+            stats["actor_loss"] = loss_pi.detach()
+        return stats

@@ -1,0 +1,215 @@
+"""TD3 (Fujimoto et al., 2018) on RLlib's new API stack, for spiking and ANN actors.
+
+Shaped like RLlib's own algorithms: a config built with chained methods, an Algorithm whose
+``training_step`` follows DESIGN.md (fragments from vectorized env runners, replay on the
+learner, many gradient steps per learner call, weights out once per step), a TorchLearner and
+an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+from ray.tune.registry import register_trainable
+
+from policies import ACTORS
+from spikerl_ray.core.replay import TRANSITION_KEYS
+from spikerl_ray.core.td3 import PRECISIONS
+
+NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
+
+
+class TD3Config(AlgorithmConfig):
+    """Configuration of :class:`TD3`.
+
+    Example::
+
+        config = (TD3Config()
+                  .environment("HalfCheetah-v5")
+                  .env_runners(num_env_runners=2, num_envs_per_env_runner=4)
+                  .training(policy="spikerl", train_batch_size_per_learner=100))
+        algo = config.build_algo()
+        algo.train()
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or TD3)
+        # Networks.
+        self.policy = "spikerl"
+        self.actor_kwargs: dict[str, Any] = {}
+        self.critic_hiddens = (256, 256)
+        # PopSAN TD3 schedule (REFERENCE.md).
+        self.actor_lr = 1e-4
+        self.critic_lr = 1e-3
+        self.lr = None
+        self.gamma = 0.99
+        self.tau = 0.005
+        self.exploration_noise = 0.1
+        self.target_noise = 0.2
+        self.target_noise_clip = 0.5
+        self.policy_delay = 2
+        self.num_steps_random_warmup = 10_000  # PopSAN start_steps
+        self.num_steps_sampled_before_learning_starts = 1_000  # PopSAN update_after
+        self.updates_per_step = 1.0  # PopSAN: 50 updates every 50 steps
+        self.replay_capacity = 1_000_000
+        self.train_batch_size_per_learner = 100
+        self.precision = "fp32"
+        # Sampling: fragments of 50 steps per env (PopSAN's update_every), ~1000 env steps per
+        # `train()` call.
+        self.rollout_fragment_length = 50
+        self.min_sample_timesteps_per_iteration = 1000
+        self.min_time_s_per_iteration = None
+        self.normalize_actions = True
+        self.clip_actions = False
+        from spikerl_ray.td3.env_runner import TD3EnvRunner
+
+        self.env_runner_cls = TD3EnvRunner
+
+    @override(AlgorithmConfig)
+    def training(
+        self,
+        *,
+        policy: str | None = NotProvided,
+        actor_kwargs: dict[str, Any] | None = NotProvided,
+        critic_hiddens: tuple[int, ...] | None = NotProvided,
+        actor_lr: float | None = NotProvided,
+        critic_lr: float | None = NotProvided,
+        tau: float | None = NotProvided,
+        exploration_noise: float | None = NotProvided,
+        target_noise: float | None = NotProvided,
+        target_noise_clip: float | None = NotProvided,
+        policy_delay: int | None = NotProvided,
+        num_steps_random_warmup: int | None = NotProvided,
+        num_steps_sampled_before_learning_starts: int | None = NotProvided,
+        updates_per_step: float | None = NotProvided,
+        replay_capacity: int | None = NotProvided,
+        precision: str | None = NotProvided,
+        **kwargs: Any,
+    ) -> "TD3Config":
+        """Sets TD3's training settings.
+
+        Args:
+            policy: actor name: ``spikerl``, ``popsan``, ``dsrl`` or ``ann``.
+            actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
+            critic_hiddens: hidden sizes of each twin Q MLP.
+            actor_lr, critic_lr: Adam learning rates (PopSAN: 1e-4 and 1e-3).
+            tau: Polyak coefficient of the target update (0.005).
+            exploration_noise: Gaussian action noise when acting, in normalized units (0.1).
+            target_noise, target_noise_clip: target policy smoothing (0.2, clipped at 0.5).
+            policy_delay: critic updates per actor and target update (2).
+            num_steps_random_warmup: env steps acting uniformly at random first (10k).
+            num_steps_sampled_before_learning_starts: env steps before any update (1000).
+            updates_per_step: gradient updates per sampled env step, per learner (1.0).
+            replay_capacity: transitions kept in each learner's replay shard (1M).
+            precision: ``fp32`` or ``bf16`` (autocast around forward and loss).
+        """
+        super().training(**kwargs)
+        for name, value in locals().items():
+            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        if self.policy not in ACTORS:
+            self._value_error(f"unknown policy {self.policy!r}; choose one of "
+                              f"{', '.join(sorted(ACTORS))}")
+        if self.precision not in PRECISIONS:
+            self._value_error(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("actor_lr", "critic_lr", "tau", "updates_per_step", "replay_capacity",
+                     "policy_delay", "train_batch_size_per_learner"):
+            if not getattr(self, name) or getattr(self, name) <= 0:
+                self._value_error(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.num_learners > 1:
+            self._value_error("more than one learner (data-parallel TD3) is not available "
+                              "yet; use num_learners=0 or 1")
+
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from spikerl_ray.td3.rl_module import TD3TorchRLModule
+
+        return RLModuleSpec(module_class=TD3TorchRLModule)
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self) -> type:
+        from spikerl_ray.td3.learner import TD3TorchLearner
+
+        return TD3TorchLearner
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return super()._model_config_auto_includes | {
+            "policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
+            "critic_hiddens": tuple(self.critic_hiddens),
+            "exploration_noise": self.exploration_noise}
+
+
+class TD3(Algorithm):
+    """TD3 with a learner-side replay memory; see :class:`TD3Config`."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> TD3Config:
+        return TD3Config()
+
+    def _sample_fragments(self, random_actions: bool) -> list[tuple[dict, dict]]:
+        def sample(runner: Any) -> tuple[dict, dict]:
+            return runner.sample_transitions(random_actions=random_actions), runner.get_metrics()
+
+        if self.env_runner_group.num_remote_env_runners() > 0:
+            return self.env_runner_group.foreach_env_runner(sample, local_env_runner=False)
+        return [sample(self.env_runner)]
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        cfg = self.config
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
+                                     default=0)
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            results = self._sample_fragments(lifetime < cfg.num_steps_random_warmup)
+        self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
+        fragments = [t for t, _ in results if len(t["rewards"])]
+        transitions = {k: np.concatenate([f[k] for f in fragments]) for k in TRANSITION_KEYS
+                       } if fragments else None
+        new_steps = 0 if transitions is None else len(transitions["rewards"])
+        learning = lifetime + new_steps >= cfg.num_steps_sampled_before_learning_starts
+        num_updates = int(round(new_steps * cfg.updates_per_step)) if learning else 0
+
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            results = self.learner_group.foreach_learner(
+                lambda learner, **kw: learner.add_and_train(**kw),
+                transitions=transitions, num_updates=num_updates)
+        stats = [r.get() for r in results]
+        for s in stats:
+            for key, value in s.items():
+                if key == "num_updates":
+                    self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID,
+                                            NUM_UPDATES_LIFETIME), value,
+                                           reduce="lifetime_sum")
+                else:
+                    self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), value,
+                                           window=1)
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
+                                               inference_only=True)
+
+
+register_trainable("TD3", TD3)
