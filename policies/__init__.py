@@ -3,7 +3,14 @@
 This package never imports Ray: networks can be built, tested and exported on their own.
 """
 
-from policies.actors import ACTORS, MLPActor, SpikingActor, build_actor, dsrl_threshold
+from policies.actors import (
+    ACTORS,
+    MLPActor,
+    SpikingActor,
+    actor_kwargs_for_env,
+    build_actor,
+    dsrl_threshold,
+)
 from policies.critics import TwinQCritic
 from policies.normalizer import RunningNormalizer
 
@@ -13,6 +20,7 @@ __all__ = [
     "RunningNormalizer",
     "SpikingActor",
     "TwinQCritic",
+    "actor_kwargs_for_env",
     "build_actor",
     "dsrl_threshold",
 ]

@@ -27,10 +27,27 @@ SpikeCounts = dict[str, torch.Tensor]
 DSRL_THRESHOLDS: dict[str, float] = {"HalfCheetah": 0.8, "Hopper": 2.0, "Ant": 2.5}
 
 
+# PopSAN used Poisson encoder spikes for these environments (TD3/DDPG), deterministic elsewhere.
+POPSAN_POISSON_ENVS = frozenset({"Hopper", "Walker2d"})
+
+
+def _family(env_id: str | None) -> str:
+    return (env_id or "").split("-")[0]
+
+
 def dsrl_threshold(env_id: str | None) -> float:
     """DSRL's LIF threshold for a Gymnasium id such as ``"Hopper-v5"`` (1.0 if unlisted)."""
-    family = (env_id or "").split("-")[0]
-    return DSRL_THRESHOLDS.get(family, 1.0)
+    return DSRL_THRESHOLDS.get(_family(env_id), 1.0)
+
+
+def actor_kwargs_for_env(name: str, env_id: str | None) -> dict[str, Any]:
+    """The per-environment settings each method's paper used: DSRL's threshold, PopSAN's
+    Poisson encoder on Hopper and Walker2d. SpikeRL and the ANN need none."""
+    if name == "dsrl":
+        return {"threshold": dsrl_threshold(env_id)}
+    if name == "popsan":
+        return {"deterministic_encoder": _family(env_id) not in POPSAN_POISSON_ENVS}
+    return {}
 
 
 class SpikingActor(nn.Module):

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job of the README: set up, then a short training run of the spiking agent on the
+# embedded default (a local Ray started in-process), then an evaluation of its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+OUT=${OUT:-runs/quickstart}
+spikerl train --policy spikerl --env Pendulum-v1 --steps "${STEPS:-15000}" --seed 0 \
+  --warmup-steps 1000 --out "$OUT" --force
+spikerl evaluate "$(ls -d "$OUT"/checkpoints/iter_* | tail -n 1)" --episodes 10

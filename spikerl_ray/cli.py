@@ -1,0 +1,124 @@
+"""The ``spikerl`` command line (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from policies import ACTORS
+from spikerl_ray.core.td3 import PRECISIONS
+from spikerl_ray.errors import UserError
+from spikerl_ray.run import RunSettings
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikerl", description="Deep spiking reinforcement learning on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train TD3 with a spiking (or ANN) actor")
+    t.add_argument("--policy", choices=sorted(ACTORS), default="spikerl")
+    t.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id, continuous actions")
+    t.add_argument("--steps", type=_positive_int, required=True, help="total env steps")
+    t.add_argument("--seed", type=_non_negative_int, default=0)
+    t.add_argument("--out", required=True, help="run folder (progress.csv, checkpoints/)")
+    t.add_argument("--env-runners", type=_non_negative_int, default=0,
+                   help="remote env runners (0: sample in the driver process)")
+    t.add_argument("--envs-per-runner", type=_positive_int, default=1)
+    t.add_argument("--learners", type=_non_negative_int, default=0,
+                   help="remote learners (0: learn in the driver process)")
+    t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
+    t.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    t.add_argument("--warmup-steps", type=_non_negative_int, default=10_000,
+                   help="env steps acting uniformly at random first (PopSAN: 10000)")
+    t.add_argument("--eval-every", type=_non_negative_int, default=5,
+                   help="evaluate every N iterations of ~1000 steps (0: only at the end)")
+    t.add_argument("--eval-episodes", type=_positive_int, default=10)
+    t.add_argument("--address", default=None, help="join this Ray cluster instead of "
+                   "starting the embedded one (e.g. 127.0.0.1:6379 or 'auto')")
+    group = t.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--force", action="store_true", help="replace the run in --out")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint without exploration noise")
+    e.add_argument("checkpoint")
+    e.add_argument("--episodes", type=_positive_int, default=10)
+    e.add_argument("--env", default=None, help="evaluate on another env (same shapes)")
+    e.add_argument("--seed", type=_non_negative_int, default=1_000_000)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from spikerl_ray.training import train
+
+    settings = RunSettings(
+        policy=args.policy, env=args.env, seed=args.seed, env_runners=args.env_runners,
+        envs_per_runner=args.envs_per_runner, learners=args.learners,
+        gpus_per_learner=args.gpus_per_learner, precision=args.precision,
+        warmup_steps=args.warmup_steps, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes)
+    checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
+                       address=args.address, progress=not args.no_progress)
+    print(f"done: {args.out}/progress.csv, last checkpoint {checkpoint}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from spikerl_ray.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.episodes, args.env, args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['policy']} on {result['env']}: return {result['return_mean']:.1f} "
+              f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``spikerl`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": _train, "evaluate": _evaluate}[args.command](args)
+    except UserError as exc:
+        print(f"spikerl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spikerl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

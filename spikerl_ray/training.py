@@ -1,0 +1,114 @@
+"""``spikerl train``: runs TD3 on Ray, writes progress rows and checkpoints, shows progress."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from spikerl_ray.envs import continuous_spaces
+from spikerl_ray.errors import UserError
+from spikerl_ray.run import RunDir, RunSettings, build_config
+
+CHECKPOINT_EVERY = 10  # iterations (~10k env steps)
+
+
+def init_ray(address: str | None) -> None:
+    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    else:
+        # A single-node embedded cluster stays on loopback.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def check_resources(s: RunSettings) -> None:
+    """Stops with a clear message when the run asks for GPUs the cluster lacks."""
+    import ray
+
+    wanted = max(s.learners, 1) * s.gpus_per_learner
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if wanted > have:
+        raise UserError(f"asked for {wanted:g} GPU(s) ({max(s.learners, 1)} learner(s) x "
+                        f"{s.gpus_per_learner:g}) but the Ray cluster has {have:g}; "
+                        "use --gpus-per-learner 0 to train on CPUs")
+
+
+def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: float,
+         updates_before: float) -> dict[str, Any]:
+    learner = result.get("learners", {}).get("default_policy", {})
+    steps = result.get("num_env_steps_sampled_lifetime", 0)
+    updates = learner.get("num_gradient_updates_lifetime", 0)
+    eval_ret = (result.get("evaluation", {}).get("env_runners", {}).get("episode_return_mean")
+                if evaluated else None)
+    return {
+        "iteration": result["training_iteration"],
+        "env_steps": int(steps),
+        "episode_return_mean": result.get("env_runners", {}).get("episode_return_mean"),
+        "eval_return_mean": eval_ret,
+        "env_steps_per_s": (steps - steps_before) / wall if wall > 0 else math.nan,
+        "updates_per_s": (updates - updates_before) / wall if wall > 0 else math.nan,
+        "num_updates": int(updates),
+        "critic_loss": learner.get("critic_loss"),
+        "actor_loss": learner.get("actor_loss"),
+        "time_s": result.get("time_total_s"),
+    }
+
+
+def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = False,
+          force: bool = False, address: str | None = None, progress: bool = True) -> Path:
+    """Trains until ``steps`` env steps in total; returns the last checkpoint's path."""
+    from tqdm import tqdm
+
+    continuous_spaces(settings.env)
+    run = RunDir(out)
+    settings = run.start(settings, resume=resume, force=force, dry_run=True)
+    if resume and run.latest_checkpoint() is None:
+        raise UserError(f"--resume: {run.path} has no checkpoint to resume from")
+    init_ray(address)
+    check_resources(settings)
+    settings = run.start(settings, resume=resume, force=force)
+
+    algo = build_config(settings).build_algo()
+    try:
+        if resume:
+            algo.restore_from_path(str(run.latest_checkpoint().resolve()))
+        env_steps = int(algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
+                                          default=0))
+        updates = 0.0
+        bar = tqdm(total=steps, initial=min(env_steps, steps), unit="step", disable=not progress,
+                   dynamic_ncols=True)
+        last_ckpt = None
+        while env_steps < steps:
+            t0 = time.perf_counter()
+            result = algo.train()
+            wall = time.perf_counter() - t0
+            evaluated = bool(settings.eval_every) and algo.iteration % settings.eval_every == 0
+            row = _row(result, evaluated, wall, env_steps, updates)
+            last = row["env_steps"] >= steps
+            if last and not evaluated:
+                row["eval_return_mean"] = algo.evaluate()["env_runners"]["episode_return_mean"]
+            run.append_progress(row)
+            bar.update(min(row["env_steps"], steps) - min(env_steps, steps))
+            bar.set_postfix(ret=f"{row['episode_return_mean']:.1f}"
+                            if row["episode_return_mean"] is not None else "-",
+                            eval=f"{row['eval_return_mean']:.1f}"
+                            if row["eval_return_mean"] is not None else "-",
+                            sps=f"{row['env_steps_per_s']:.0f}")
+            env_steps, updates = row["env_steps"], row["num_updates"]
+            if last or algo.iteration % CHECKPOINT_EVERY == 0:
+                last_ckpt = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+        bar.close()
+        return last_ckpt or run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+    finally:
+        algo.stop()

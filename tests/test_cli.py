@@ -1,0 +1,151 @@
+"""The command line end to end on a real local Ray: train, evaluate, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spikerl_ray.cli import main
+from spikerl_ray.run import PROGRESS_COLUMNS
+
+TRAIN = ["train", "--policy", "spikerl", "--env", "Pendulum-v1", "--seed", "0",
+         "--warmup-steps", "500", "--eval-every", "1", "--eval-episodes", "2", "--no-progress"]
+
+
+def _tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "progress.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ray_session) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "pendulum"
+    assert main([*TRAIN, "--steps", "2000", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_progress_and_checkpoints(run_dir):
+    rows = _rows(run_dir)
+    assert tuple(rows[0].keys()) == PROGRESS_COLUMNS
+    assert [int(r["env_steps"]) for r in rows] == [1000, 2000]
+    assert all(np.isfinite(float(r["eval_return_mean"])) for r in rows)
+    assert float(rows[-1]["env_steps_per_s"]) > 0
+    assert int(rows[-1]["num_updates"]) > 0
+    ckpts = sorted((run_dir / "checkpoints").iterdir())
+    assert ckpts and (ckpts[-1] / "spikerl_run.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["policy"] == "spikerl"
+
+
+def test_evaluate_json(run_dir, capsys):
+    ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
+    assert main(["evaluate", str(ckpt), "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 2
+    assert np.isfinite(result["return_mean"]) and result["return_std"] >= 0
+    assert -2000 < result["return_mean"] <= 0  # Pendulum's returns are negative
+
+
+def test_algorithm_from_checkpoint_restores_weights_and_obs_stats(run_dir):
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    from spikerl_ray.evaluate import load_module
+
+    ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
+    module, _ = load_module(ckpt)
+    assert module.obs_normalizer.count.item() == 2000  # raw obs of every sampled transition
+    algo = Algorithm.from_checkpoint(str(ckpt))
+    try:
+        restored = algo.learner_group._learner.module["default_policy"]
+        for (name, a), b in zip(module.state_dict().items(), restored.state_dict().values()):
+            assert torch.equal(a, b.cpu()), name
+        # The env runner acts with the same normalizer statistics.
+        runner_module = algo.env_runner.module
+        assert torch.equal(runner_module.obs_normalizer.mean, module.obs_normalizer.mean)
+        assert algo.iteration == 2
+    finally:
+        algo.stop()
+
+
+def test_resume_continues_the_run(run_dir, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(run_dir, out)
+    assert main([*TRAIN, "--steps", "3000", "--out", str(out), "--resume"]) == 0
+    rows = _rows(out)
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert int(rows[-1]["env_steps"]) == 3000
+    assert int(rows[-1]["num_updates"]) > int(rows[1]["num_updates"])
+
+
+def test_existing_run_is_refused_and_left_intact(run_dir, capsys):
+    before = _tree_digest(run_dir)
+    assert main([*TRAIN, "--steps", "1000", "--out", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _tree_digest(run_dir) == before
+
+
+def test_evaluate_on_other_shapes_is_refused(run_dir, capsys):
+    ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
+    assert main(["evaluate", str(ckpt), "--env", "HalfCheetah-v5"]) == 2
+    assert "trained on Pendulum-v1" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(sorted((run_dir / "checkpoints").iterdir())[-1], ckpt)
+    for f in (ckpt / "learner_group" / "learner" / "rl_module" / "default_policy").glob("*.p*"):
+        f.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", str(ckpt)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--env", "NoSuchEnv-v0", "--steps", "10", "--out", "{tmp}"],
+     "unknown environment 'NoSuchEnv-v0'"),
+    (["train", "--env", "CartPole-v1", "--steps", "10", "--out", "{tmp}"],
+     "Discrete action space"),
+    (["evaluate", "{tmp}/missing"], "does not exist"),
+    (["evaluate", "{tmp}"], "is not a spikerl-ray checkpoint"),
+    (["train", "--steps", "10", "--out", "{tmp}/r", "--resume"], "holds no run to resume"),
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
+      "--gpus-per-learner", "1"], "asked for 1 GPU(s)"),
+])
+def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ray_session):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--policy", "snn", "--steps", "10", "--out", "x"], "invalid choice: 'snn'"),
+    (["train", "--steps", "0", "--out", "x"], "must be positive"),
+    (["train", "--steps", "-5", "--out", "x"], "must be positive"),
+    (["train", "--steps", "10", "--out", "x", "--precision", "fp8"], "invalid choice"),
+])
+def test_bad_flags_exit_through_argparse(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_error_has_no_traceback(spikerl_cmd, tmp_path):
+    proc = subprocess.run([*spikerl_cmd, "train", "--env", "MountainCar-v0", "--steps", "10",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("spikerl train: error:")

@@ -1,0 +1,104 @@
+"""The Ray-free learner math: device replay and the TD3 update step."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from policies import RunningNormalizer, TwinQCritic, build_actor
+from spikerl_ray.core.replay import TransitionReplay
+from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, critic_loss, polyak_update
+
+
+def _transitions(n, obs_dim=3, act_dim=2, start=0):
+    idx = np.arange(start, start + n, dtype=np.float32)
+    return {"obs": np.repeat(idx[:, None], obs_dim, 1), "actions": np.zeros((n, act_dim)),
+            "rewards": idx, "next_obs": np.repeat(idx[:, None] + 1, obs_dim, 1),
+            "terminateds": np.zeros(n)}
+
+
+def test_replay_ring_buffer_keeps_newest():
+    replay = TransitionReplay(capacity=10, obs_dim=3, act_dim=2, seed=0)
+    replay.add(_transitions(7))
+    replay.add(_transitions(7, start=7))
+    assert len(replay) == 10
+    batch = replay.sample(500)
+    assert set(batch.rewards.tolist()) == set(range(4, 14))
+    assert torch.equal(batch.obs[:, 0], batch.rewards)
+    assert torch.equal(batch.next_obs[:, 0], batch.rewards + 1)
+    assert replay.nbytes == 10 * (3 + 2 + 1 + 3 + 1) * 4
+
+
+def test_replay_sampling_is_seeded():
+    a, b = (TransitionReplay(100, 3, 2, seed=5) for _ in range(2))
+    for r in (a, b):
+        r.add(_transitions(50))
+    assert torch.equal(a.sample(32).rewards, b.sample(32).rewards)
+
+
+def test_empty_replay_refuses_to_sample():
+    with pytest.raises(ValueError, match="empty"):
+        TransitionReplay(10, 3, 2).sample(4)
+
+
+def _update(policy="spikerl", precision="fp32"):
+    torch.manual_seed(0)
+    actor, critic = build_actor(policy, 3, 2), TwinQCritic(3, 2)
+    actor_t, critic_t = copy.deepcopy(actor), copy.deepcopy(critic)
+    for net in (actor_t, critic_t):
+        net.requires_grad_(False)
+    norm = RunningNormalizer(3)
+    return TD3Update(actor, critic, actor_t, critic_t, norm,
+                     torch.optim.Adam(actor.parameters(), 1e-3),
+                     torch.optim.Adam(critic.parameters(), 1e-3), TD3Hyperparams(), precision)
+
+
+def test_actor_and_targets_update_only_every_policy_delay():
+    td3 = _update()
+    replay = TransitionReplay(100, 3, 2, seed=0)
+    replay.add(_transitions(100))
+    actor0 = [p.clone() for p in td3.actor.parameters()]
+    critic0 = [p.clone() for p in td3.critic.parameters()]
+    target0 = [p.clone() for p in td3.critic_target.parameters()]
+    stats = td3.step(replay.sample(32))
+    assert "actor_loss" not in stats
+    assert all(torch.equal(a, b) for a, b in zip(actor0, td3.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(target0, td3.critic_target.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(critic0, td3.critic.parameters()))
+    stats = td3.step(replay.sample(32))
+    assert "actor_loss" in stats
+    assert not all(torch.equal(a, b) for a, b in zip(actor0, td3.actor.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(target0, td3.critic_target.parameters()))
+
+
+def test_polyak_update_moves_target_by_tau():
+    src, tgt = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = tgt.weight.detach().clone()
+    polyak_update(src, tgt, 0.1)
+    assert torch.allclose(tgt.weight, 0.9 * before + 0.1 * src.weight)
+
+
+def test_terminal_transitions_do_not_bootstrap():
+    td3 = _update("ann")
+    replay = TransitionReplay(10, 3, 2)
+    t = _transitions(10)
+    t["terminateds"] = np.ones(10)
+    replay.add(t)
+    batch = replay.sample(10)
+    _, stats = critic_loss(td3.actor_target, td3.critic, td3.critic_target, td3.normalize,
+                           batch, td3.hp)
+    assert stats["target_mean"].item() == pytest.approx(batch.rewards.mean().item())
+
+
+@pytest.mark.parametrize("policy", ["spikerl", "ann"])
+def test_bf16_update_runs_with_fp32_weights(policy):
+    td3 = _update(policy, "bf16")
+    replay = TransitionReplay(100, 3, 2, seed=0)
+    replay.add(_transitions(100))
+    for _ in range(4):
+        stats = td3.step(replay.sample(32))
+    assert torch.isfinite(stats["critic_loss"])
+    assert all(p.dtype == torch.float32 for p in td3.actor.parameters())
