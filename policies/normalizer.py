@@ -21,15 +21,27 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
+    def moments(self, batch: torch.Tensor) -> torch.Tensor:
+        """``[n, sum(x), sum(x^2)]`` of a batch in float64, shape ``(3, dim)``: what
+        data-parallel learners all-reduce so that every learner folds in the same statistics."""
+        x = batch.to(torch.float64).reshape(-1, self.mean.shape[0])
+        n = torch.full((1, x.shape[1]), float(x.shape[0]), dtype=torch.float64, device=x.device)
+        return torch.cat([n, x.sum(0, keepdim=True), x.pow(2).sum(0, keepdim=True)])
+
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         """Folds a batch of raw observations ``(n, dim)`` into the statistics."""
-        batch = batch.to(self.mean.device, torch.float64).reshape(-1, self.mean.shape[0])
-        n = batch.shape[0]
-        if n == 0:
+        self.update_from_moments(self.moments(batch.to(self.mean.device)))
+
+    @torch.no_grad()
+    def update_from_moments(self, moments: torch.Tensor) -> None:
+        """Folds ``[n, sum(x), sum(x^2)]`` (see :meth:`moments`) into the statistics."""
+        moments = moments.to(self.mean.device, torch.float64)
+        n = moments[0, 0]
+        if n.item() == 0:
             return
-        b_mean = batch.mean(0)
-        b_var = batch.var(0, unbiased=False)
+        b_mean = moments[1] / n
+        b_var = (moments[2] / n - b_mean.pow(2)).clamp(min=0.0)
         total = self.count + n
         delta = b_mean - self.mean
         m2 = self.var * self.count + b_var * n + delta.pow(2) * self.count * n / total

@@ -59,11 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learners", type=_non_negative_int, default=0,
                    help="remote learners (0: learn in the driver process)")
     t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
-    t.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    t.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="learner forward/loss precision (bf16: autocast, fp32 weights)")
+    t.add_argument("--allreduce-dtype", choices=PRECISIONS, default="fp32",
+                   help="dtype of the gradient allreduce between learners")
+    t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
+                   help="torch.distributed backend of the learners (auto: nccl on GPUs, "
+                   "gloo on CPUs)")
     t.add_argument("--warmup-steps", type=_non_negative_int, default=10_000,
                    help="env steps acting uniformly at random first (PopSAN: 10000)")
-    t.add_argument("--eval-every", type=_non_negative_int, default=5,
-                   help="evaluate every N iterations of ~1000 steps (0: only at the end)")
+    t.add_argument("--eval-every", type=_positive_int, default=5,
+                   help="evaluate every N iterations of ~1000 steps, and at the end")
     t.add_argument("--eval-episodes", type=_positive_int, default=10)
     t.add_argument("--address", default=None, help="join this Ray cluster instead of "
                    "starting the embedded one (e.g. 127.0.0.1:6379 or 'auto')")
@@ -88,6 +94,7 @@ def _train(args: argparse.Namespace) -> None:
         policy=args.policy, env=args.env, seed=args.seed, env_runners=args.env_runners,
         envs_per_runner=args.envs_per_runner, learners=args.learners,
         gpus_per_learner=args.gpus_per_learner, precision=args.precision,
+        allreduce_dtype=args.allreduce_dtype, backend=args.backend,
         warmup_steps=args.warmup_steps, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes)
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,

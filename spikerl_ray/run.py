@@ -41,6 +41,8 @@ class RunSettings:
     learners: int = 0
     gpus_per_learner: float = 0.0
     precision: str = "fp32"
+    allreduce_dtype: str = "fp32"
+    backend: str = "auto"
     warmup_steps: int = 10_000
     eval_every: int = 5
     eval_episodes: int = 10
@@ -63,8 +65,10 @@ def build_config(s: RunSettings) -> Any:
         .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner)
         .learners(num_learners=s.learners, num_gpus_per_learner=s.gpus_per_learner)
         .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
-                  num_steps_random_warmup=s.warmup_steps)
-        .evaluation(evaluation_interval=s.eval_every, evaluation_duration=s.eval_episodes,
+                  num_steps_random_warmup=s.warmup_steps, allreduce_dtype=s.allreduce_dtype,
+                  torch_distributed_backend=None if s.backend == "auto" else s.backend)
+        .evaluation(evaluation_interval=s.eval_every or None,
+                    evaluation_duration=s.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
                     evaluation_config={"explore": False})
         .debugging(seed=s.seed)

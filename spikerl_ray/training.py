@@ -71,6 +71,11 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
     from tqdm import tqdm
 
     continuous_spaces(settings.env)
+    try:
+        build_config(settings).validate()
+    except ValueError as exc:
+        # RLlib appends a hint on how to skip validation; the first line is the message.
+        raise UserError(str(exc).strip().splitlines()[0]) from None
     run = RunDir(out)
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
     if resume and run.latest_checkpoint() is None:

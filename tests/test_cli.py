@@ -121,6 +121,10 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
     (["train", "--steps", "10", "--out", "{tmp}/r", "--resume"], "holds no run to resume"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
       "--gpus-per-learner", "1"], "asked for 1 GPU(s)"),
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "2",
+      "--backend", "mpi"], "MPI backend is not available in this PyTorch build"),
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "2",
+      "--backend", "nccl"], "NCCL backend needs GPU learners"),
 ])
 def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ray_session):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2

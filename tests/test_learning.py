@@ -15,20 +15,21 @@ from spikerl_ray.run import RunSettings
 from spikerl_ray.training import train
 
 CASES = [
-    ("spikerl", "Pendulum-v1", 15_000, -400.0),
-    ("spikerl", "InvertedPendulum-v5", 20_000, 500.0),
-    ("popsan", "Pendulum-v1", 15_000, -600.0),
-    ("dsrl", "Pendulum-v1", 15_000, -600.0),
-    ("ann", "Pendulum-v1", 15_000, -600.0),
+    ("spikerl", "Pendulum-v1", 15_000, -400.0, "fp32"),
+    ("spikerl", "InvertedPendulum-v5", 20_000, 500.0, "fp32"),
+    ("popsan", "Pendulum-v1", 15_000, -600.0, "fp32"),
+    ("dsrl", "Pendulum-v1", 15_000, -600.0, "fp32"),
+    ("ann", "Pendulum-v1", 15_000, -600.0, "fp32"),
+    ("spikerl", "Pendulum-v1", 15_000, -400.0, "bf16"),  # bf16 autocast in the learner
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy, env, steps, threshold", CASES,
-                         ids=[f"{p}-{e}" for p, e, _, _ in CASES])
-def test_reaches_return(policy, env, steps, threshold, tmp_path, ray_session):
+@pytest.mark.parametrize("policy, env, steps, threshold, precision", CASES,
+                         ids=[f"{p}-{e}-{x}" for p, e, _, _, x in CASES])
+def test_reaches_return(policy, env, steps, threshold, precision, tmp_path, ray_session):
     settings = RunSettings(policy=policy, env=env, seed=0, warmup_steps=1000, eval_every=2,
-                           eval_episodes=5)
+                           eval_episodes=5, precision=precision)
     train(settings, tmp_path / "run", steps, progress=False)
     with (tmp_path / "run" / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))

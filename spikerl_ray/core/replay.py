@@ -61,10 +61,12 @@ class TransitionReplay:
         idx = (torch.arange(n) + self._pos) % self.capacity
         idx = idx.to(self.device)
         for k in TRANSITION_KEYS:
-            src = torch.as_tensor(np.asarray(transitions[k]) if not torch.is_tensor(transitions[k])
-                                  else transitions[k], dtype=torch.float32)
+            src = transitions[k]
+            # torch.tensor copies (arrays from Ray's object store are read-only).
+            src = (src.to(torch.float32) if torch.is_tensor(src)
+                   else torch.tensor(np.asarray(src), dtype=torch.float32))
             self._data[k][idx] = src.to(self.device, non_blocking=True).reshape(
-                self._data[k][idx].shape)
+                (n, *self._data[k].shape[1:]))
         self._pos = (self._pos + n) % self.capacity
         self._size = min(self._size + n, self.capacity)
 

@@ -77,17 +77,24 @@ class TD3Update:
     """Runs TD3 gradient steps on given networks and optimizers.
 
     Args:
-        actor, critic: the trained networks (may be DDP-wrapped for data-parallel learners).
+        actor, critic: the trained networks; DDP-wrapped for data-parallel learners, so that
+            every forward whose gradients are applied runs through DDP's allreduce hooks.
         actor_target, critic_target: their target copies.
         normalize: observation normalization applied to sampled raw observations.
         actor_optim, critic_optim: optimizers of ``actor`` and ``critic``.
+        critic_for_actor_loss: the critic as seen by the actor loss (default ``critic``).
+            Under DDP this is the unwrapped critic: the actor loss only needs the gradient
+            through it, its own parameter gradients are discarded, and a DDP forward whose
+            twin head gets no gradient would stall DDP's reducer.
     """
 
     def __init__(self, actor: nn.Module, critic: nn.Module, actor_target: nn.Module,
                  critic_target: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
                  actor_optim: torch.optim.Optimizer, critic_optim: torch.optim.Optimizer,
-                 hp: TD3Hyperparams, precision: str = "fp32") -> None:
+                 hp: TD3Hyperparams, precision: str = "fp32",
+                 critic_for_actor_loss: nn.Module | None = None) -> None:
         self.actor, self.critic = actor, critic
+        self.critic_for_actor_loss = critic_for_actor_loss or critic
         self.actor_target, self.critic_target = actor_target, critic_target
         self.normalize = normalize
         self.actor_optim, self.critic_optim = actor_optim, critic_optim
@@ -107,7 +114,8 @@ class TD3Update:
         self.num_updates += 1
         if self.num_updates % self.hp.policy_delay == 0:
             with autocast(self.precision, device):
-                loss_pi = actor_loss(self.actor, self.critic, self.normalize, batch)
+                loss_pi = actor_loss(self.actor, self.critic_for_actor_loss, self.normalize,
+                                     batch)
             self.actor_optim.zero_grad(set_to_none=True)
             loss_pi.backward()
             self.actor_optim.step()

@@ -1,5 +1,10 @@
 """The TD3 learner: its replay shard lives on the learner's device, and one call runs many
 gradient steps (DESIGN.md, data flow steps 2-3). The update math is :mod:`spikerl_ray.core.td3`.
+
+With more than one learner, the actor and the critic are each wrapped in
+``DistributedDataParallel`` and every gradient that is applied is computed through the DDP
+wrapper, so gradients really are averaged across learners (SpikeRL's public code calls
+``ddp.module`` and never averages).
 """
 
 from __future__ import annotations
@@ -8,10 +13,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
+from torch.nn.parallel import DistributedDataParallel
 
+from spikerl_ray.core.distributed import bf16_allreduce_hook
 from spikerl_ray.core.replay import TransitionReplay
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update
 
@@ -28,18 +36,41 @@ class TD3TorchLearner(TorchLearner):
         super().build()
         module = self.module[DEFAULT_MODULE_ID].unwrapped()
         cfg = self.config
-        seed = None if cfg.seed is None else int(cfg.seed) + 7919 * (self._learner_index or 0)
+        seed = None if cfg.seed is None else int(cfg.seed) + 7919 * self._learner_index
         self.replay = TransitionReplay(
             cfg.replay_capacity, int(module.observation_space.shape[0]),
             int(module.action_space.shape[0]), device=self._device, seed=seed)
+        actor, critic = module.actor, module.critic
+        if self.data_parallel:
+            device_ids = [self._device] if self._device.type == "cuda" else None
+            # DDP broadcasts rank 0's weights; the targets then start as copies (TD3 init).
+            actor = DistributedDataParallel(module.actor, device_ids=device_ids)
+            critic = DistributedDataParallel(module.critic, device_ids=device_ids)
+            module.target_actor.load_state_dict(module.actor.state_dict())
+            module.target_critic.load_state_dict(module.critic.state_dict())
+            if cfg.allreduce_dtype == "bf16":
+                for ddp in (actor, critic):
+                    ddp.register_comm_hook(None, bf16_allreduce_hook)
+        self.ddp_modules = (actor, critic) if self.data_parallel else ()
         self._td3 = TD3Update(
-            actor=module.actor, critic=module.critic, actor_target=module.target_actor,
+            actor=actor, critic=critic, actor_target=module.target_actor,
             critic_target=module.target_critic, normalize=module.normalize,
             actor_optim=self.get_optimizer(DEFAULT_MODULE_ID, "actor"),
             critic_optim=self.get_optimizer(DEFAULT_MODULE_ID, "critic"),
             hp=TD3Hyperparams(gamma=cfg.gamma, tau=cfg.tau, policy_noise=cfg.target_noise,
                               noise_clip=cfg.target_noise_clip, policy_delay=cfg.policy_delay),
-            precision=cfg.precision)
+            precision=cfg.precision, critic_for_actor_loss=module.critic)
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether this learner is one of several training one model with DDP."""
+        return self.config.num_learners > 1
+
+    @override(TorchLearner)
+    def _make_modules_ddp_if_necessary(self) -> None:
+        # RLlib would wrap the whole RLModule; TD3 calls the actor and critic directly, which
+        # would bypass that wrapper's hooks, so `build` wraps each of them instead.
+        return
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
@@ -59,21 +90,39 @@ class TD3TorchLearner(TorchLearner):
             "RLlib's generic update(batch) path would merge the critic and delayed actor "
             "losses into one backward pass.")
 
+    def _all_reduce(self, tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+        if self.data_parallel:
+            dist.all_reduce(tensor, op=op)
+        return tensor
+
     def add_and_train(self, transitions: Mapping[str, np.ndarray] | None,
                       num_updates: int) -> dict[str, float]:
-        """Adds new transitions to this learner's replay shard and its observation statistics,
-        then runs ``num_updates`` TD3 gradient steps on batches sampled from the shard."""
+        """Adds new transitions to this learner's replay shard and folds their observations
+        into the running statistics (summed over all learners, so every learner normalizes
+        alike), then runs ``num_updates`` TD3 gradient steps on batches from the shard.
+
+        Under DDP every learner must be called with the same ``num_updates``; updates start
+        once every shard holds a batch.
+        """
         module = self.module[DEFAULT_MODULE_ID].unwrapped()
+        obs_dim = int(module.observation_space.shape[0])
         if transitions is not None and len(transitions["rewards"]):
             self.replay.add(transitions)
-            module.obs_normalizer.update(torch.as_tensor(transitions["obs"]))
+            obs = torch.as_tensor(transitions["obs"], device=self._device)
+        else:
+            obs = torch.zeros((0, obs_dim), device=self._device)
+        moments = self._all_reduce(module.obs_normalizer.moments(obs))
+        module.obs_normalizer.update_from_moments(moments)
+
+        batch_size = self.config.train_batch_size_per_learner
+        smallest = self._all_reduce(torch.tensor([len(self.replay)], device=self._device),
+                                    dist.ReduceOp.MIN)
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         done = 0
-        if len(self.replay) >= self.config.train_batch_size_per_learner:
+        if int(smallest.item()) >= batch_size:
             for _ in range(num_updates):
-                stats = self._td3.step(self.replay.sample(self.config.train_batch_size_per_learner))
-                for k, v in stats.items():
+                for k, v in self._td3.step(self.replay.sample(batch_size)).items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 done += 1

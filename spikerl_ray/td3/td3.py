@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from unittest import mock
+
 import numpy as np
+import ray
+import torch.distributed
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
@@ -69,6 +73,8 @@ class TD3Config(AlgorithmConfig):
         self.replay_capacity = 1_000_000
         self.train_batch_size_per_learner = 100
         self.precision = "fp32"
+        self.allreduce_dtype = "fp32"
+        self.torch_distributed_backend: str | None = None  # None: RLlib's choice (nccl/gloo)
         # Sampling: fragments of 50 steps per env (PopSAN's update_every), ~1000 env steps per
         # `train()` call.
         self.rollout_fragment_length = 50
@@ -99,6 +105,8 @@ class TD3Config(AlgorithmConfig):
         updates_per_step: float | None = NotProvided,
         replay_capacity: int | None = NotProvided,
         precision: str | None = NotProvided,
+        allreduce_dtype: str | None = NotProvided,
+        torch_distributed_backend: str | None = NotProvided,
         **kwargs: Any,
     ) -> "TD3Config":
         """Sets TD3's training settings.
@@ -117,6 +125,10 @@ class TD3Config(AlgorithmConfig):
             updates_per_step: gradient updates per sampled env step, per learner (1.0).
             replay_capacity: transitions kept in each learner's replay shard (1M).
             precision: ``fp32`` or ``bf16`` (autocast around forward and loss).
+            allreduce_dtype: ``fp32``, or ``bf16`` to compress the gradient allreduce of
+                data-parallel learners with DDP's bf16 communication hook.
+            torch_distributed_backend: ``gloo``, ``nccl`` or ``mpi`` for data-parallel
+                learners; None lets RLlib pick (NCCL with GPUs, Gloo without).
         """
         super().training(**kwargs)
         for name, value in locals().items():
@@ -136,9 +148,38 @@ class TD3Config(AlgorithmConfig):
                      "policy_delay", "train_batch_size_per_learner"):
             if not getattr(self, name) or getattr(self, name) <= 0:
                 self._value_error(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.num_learners > 1:
-            self._value_error("more than one learner (data-parallel TD3) is not available "
-                              "yet; use num_learners=0 or 1")
+        backend = self.torch_distributed_backend
+        if backend not in (None, "gloo", "nccl", "mpi"):
+            self._value_error(f"torch_distributed_backend must be gloo, nccl or mpi, got "
+                              f"{backend!r}")
+        if backend == "mpi" and not torch.distributed.is_mpi_available():
+            self._value_error("the MPI backend is not available in this PyTorch build "
+                              "(torch.distributed.is_mpi_available() is False); install a "
+                              "PyTorch built with MPI, or use gloo (CPUs) or nccl (GPUs)")
+        if backend == "nccl" and not self.num_gpus_per_learner:
+            self._value_error("the NCCL backend needs GPU learners; set "
+                              "num_gpus_per_learner (--gpus-per-learner) or use gloo")
+        if self.allreduce_dtype not in PRECISIONS:
+            self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
+                              f"{self.allreduce_dtype!r}")
+
+    @override(AlgorithmConfig)
+    def build_learner_group(self, **kwargs: Any) -> Any:
+        if self.torch_distributed_backend is None:
+            return super().build_learner_group(**kwargs)
+        # RLlib always lets Ray Train pick the process-group backend; to honour an explicit
+        # one, substitute RLlib's backend config while the learner group is built.
+        from ray.rllib.core.learner import learner_group
+
+        rllib_backend_config = learner_group._get_backend_config
+
+        def with_backend(learner_class: type) -> Any:
+            backend_config = rllib_backend_config(learner_class)
+            backend_config.backend = self.torch_distributed_backend
+            return backend_config
+
+        with mock.patch.object(learner_group, "_get_backend_config", with_backend):
+            return super().build_learner_group(**kwargs)
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
@@ -159,6 +200,28 @@ class TD3Config(AlgorithmConfig):
             "policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
             "critic_hiddens": tuple(self.critic_hiddens),
             "exploration_noise": self.exploration_noise}
+
+
+def shard_transitions(fragments: list[dict[str, np.ndarray]], num_shards: int
+                      ) -> list[dict[str, np.ndarray]]:
+    """Splits env-runner fragments among learners: runner ``i`` feeds learner ``i % L`` (each
+    learner has its own share of the runners, as SpikeRL's ranks have their own envs); with
+    fewer runners than learners, the transitions are split evenly instead."""
+    fragments = [f for f in fragments if len(f["rewards"])]
+    if not fragments:
+        empty = {k: np.zeros((0,), np.float32) for k in TRANSITION_KEYS}
+        return [empty] * num_shards
+    if len(fragments) >= num_shards:
+        groups = [fragments[i::num_shards] for i in range(num_shards)]
+        return [{k: np.concatenate([f[k] for f in g]) for k in TRANSITION_KEYS}
+                for g in groups]
+    merged = {k: np.concatenate([f[k] for f in fragments]) for k in TRANSITION_KEYS}
+    parts = {k: np.array_split(v, num_shards) for k, v in merged.items()}
+    return [{k: parts[k][i] for k in TRANSITION_KEYS} for i in range(num_shards)]
+
+
+def _add_and_train_own_shard(learner: Any, shard_refs: list, num_updates: int) -> dict:
+    return learner.add_and_train(ray.get(shard_refs[learner._learner_index]), num_updates)
 
 
 class TD3(Algorithm):
@@ -185,27 +248,31 @@ class TD3(Algorithm):
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             results = self._sample_fragments(lifetime < cfg.num_steps_random_warmup)
         self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
-        fragments = [t for t, _ in results if len(t["rewards"])]
-        transitions = {k: np.concatenate([f[k] for f in fragments]) for k in TRANSITION_KEYS
-                       } if fragments else None
-        new_steps = 0 if transitions is None else len(transitions["rewards"])
+        num_shards = max(cfg.num_learners, 1)
+        shards = shard_transitions([t for t, _ in results], num_shards)
+        new_steps = sum(len(s["rewards"]) for s in shards)
         learning = lifetime + new_steps >= cfg.num_steps_sampled_before_learning_starts
-        num_updates = int(round(new_steps * cfg.updates_per_step)) if learning else 0
+        # Every learner does the same number of steps (DDP runs them in lockstep); together
+        # they do `updates_per_step` updates of `num_shards` x batch per new env step / L.
+        num_updates = int(round(new_steps * cfg.updates_per_step / num_shards)) if learning else 0
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            results = self.learner_group.foreach_learner(
-                lambda learner, **kw: learner.add_and_train(**kw),
-                transitions=transitions, num_updates=num_updates)
+            if self.learner_group.is_local:
+                results = self.learner_group.foreach_learner(
+                    lambda learner, **kw: learner.add_and_train(**kw),
+                    transitions=shards[0], num_updates=num_updates)
+            else:
+                # Each learner fetches only its own shard from the object store.
+                results = self.learner_group.foreach_learner(
+                    _add_and_train_own_shard, shard_refs=[ray.put(s) for s in shards],
+                    num_updates=num_updates)
         stats = [r.get() for r in results]
-        for s in stats:
-            for key, value in s.items():
-                if key == "num_updates":
-                    self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID,
-                                            NUM_UPDATES_LIFETIME), value,
-                                           reduce="lifetime_sum")
-                else:
-                    self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), value,
-                                           window=1)
+        # Learners step in lockstep: the update count is any one learner's; losses average.
+        self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, NUM_UPDATES_LIFETIME),
+                               stats[0]["num_updates"], reduce="lifetime_sum")
+        for key in stats[0].keys() - {"num_updates"}:
+            self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, key),
+                                   float(np.mean([s[key] for s in stats])), window=1)
 
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,

@@ -1,0 +1,25 @@
+"""Gradient allreduce compression for data-parallel learners (no Ray needed).
+
+torch's own ``bf16_compress_hook`` requires NCCL on CUDA; this hook does the same on any
+backend that reduces bfloat16 tensors (NCCL, and Gloo on CPUs): cast the gradient bucket to
+bfloat16, pre-divide by the world size, all-reduce, and copy back into the fp32 bucket.
+"""
+
+# No `from __future__ import annotations` here: DDP checks the hook's annotations at runtime.
+import torch
+import torch.distributed as dist
+
+
+def bf16_allreduce_hook(state: object, bucket: dist.GradBucket
+                        ) -> torch.futures.Future[torch.Tensor]:
+    """DDP communication hook averaging gradients in bfloat16 (half the bytes of fp32)."""
+    buffer = bucket.buffer()
+    group = state if isinstance(state, dist.ProcessGroup) else None
+    compressed = buffer.to(torch.bfloat16).div_(dist.get_world_size(group))
+    future = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+
+    def decompress(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        buffer.copy_(fut.value()[0])
+        return buffer
+
+    return future.then(decompress)
