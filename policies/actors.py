@@ -98,13 +98,14 @@ class MLPActor(nn.Module):
 
 def popsan_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
                  encoder_pop: int = 10, decoder_pop: int = 10, timesteps: int = 5,
-                 deterministic_encoder: bool = True) -> SpikingActor:
+                 deterministic_encoder: bool = True, backend: str = "torch") -> SpikingActor:
     """PopSAN (CoRL 2020): population encoder (10 per input), 256-256 current-based LIF,
-    an LIF output population (10 per action) and a learned rate decoder; T = 5."""
+    an LIF output population (10 per action) and a learned rate decoder; T = 5.
+    ``backend``: ``"torch"`` (plain autograd) or ``"fused"`` (hand-written BPTT)."""
     encoder = PopulationEncoder(obs_dim, encoder_pop, timesteps,
-                                deterministic=deterministic_encoder)
+                                deterministic=deterministic_encoder, backend=backend)
     sizes = [encoder.out_features, *hidden, act_dim * decoder_pop]
-    layers = [CurrentLIF(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    layers = [CurrentLIF(a, b, backend=backend) for a, b in zip(sizes[:-1], sizes[1:])]
     names = [f"hidden{i}" for i in range(len(hidden))] + ["output"]
     return SpikingActor(encoder, layers, PopulationDecoder(act_dim, decoder_pop), names)
 
@@ -116,7 +117,8 @@ def spikerl_actor(obs_dim: int, act_dim: int, **overrides: Any) -> SpikingActor:
 
 
 def dsrl_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (400, 300),
-               threshold: float = 1.0, timesteps: int = 5, decay: float = 0.5) -> SpikingActor:
+               threshold: float = 1.0, timesteps: int = 5, decay: float = 0.5,
+               backend: str = "torch") -> SpikingActor:
     """DSRL (Frontiers in Neurorobotics 2023): two-neuron input coding, LIF 400-300 with
     current and voltage decay 0.5 and a per-environment threshold, integrator readout; T = 5.
     The surrogate gradient is rectangular over ``(0, 2 x threshold)``, PopSAN's shape scaled
@@ -124,15 +126,18 @@ def dsrl_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (400, 30
     encoder = TwoNeuronEncoder(obs_dim, timesteps)
     sizes = [encoder.out_features, *hidden]
     layers = [CurrentLIF(a, b, cdecay=decay, vdecay=decay, threshold=threshold,
-                         window=threshold) for a, b in zip(sizes[:-1], sizes[1:])]
+                         window=threshold, backend=backend)
+              for a, b in zip(sizes[:-1], sizes[1:])]
     names = [f"hidden{i}" for i in range(len(hidden))]
     readout = IntegratorReadout(sizes[-1], act_dim, alpha=decay, beta=decay)
     return SpikingActor(encoder, layers, readout, names)
 
 
-def ann_actor(obs_dim: int, act_dim: int, **overrides: Any) -> MLPActor:
-    """The ANN baseline of the TD3 paper: MLP 256-256, ReLU, tanh."""
-    return MLPActor(obs_dim, act_dim, **overrides)
+def ann_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
+              backend: str = "torch") -> MLPActor:
+    """The ANN baseline of the TD3 paper: MLP 256-256, ReLU, tanh. It has no spiking layers,
+    so the spiking ``backend`` does not apply to it."""
+    return MLPActor(obs_dim, act_dim, hidden)
 
 
 ACTORS: dict[str, Callable[..., nn.Module]] = {

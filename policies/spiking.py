@@ -6,6 +6,12 @@ carry a leading time dimension ``T``. Because the networks are feed-forward, a l
 input for all ``T`` timesteps is one matrix product over ``(T x batch)``; only the elementwise
 membrane recurrence loops over ``T``. :func:`reference_lif_step` keeps the plain per-timestep
 form the PopSAN code uses, for equivalence tests.
+
+Two backends compute the same thing (tested against each other, forward and gradients):
+``"torch"`` runs the recurrence as plain autograd ops (the readable reference); ``"fused"``
+runs it as one autograd function per layer whose backward is the hand-written BPTT, which
+removes per-timestep autograd overhead. The backend is chosen explicitly, never switched
+silently.
 """
 
 from __future__ import annotations
@@ -65,6 +71,88 @@ def rect_spike(v: torch.Tensor, threshold: float, window: float) -> torch.Tensor
     return _RectSurrogateSpike.apply(v, threshold, window)
 
 
+BACKENDS = ("torch", "fused")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"spiking backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+class _FusedRegularEncoder(torch.autograd.Function):
+    """PopSAN's deterministic encoder over T steps with a straight-through gradient.
+
+    ``volt_t = volt_{t-1} + act - vth * s_{t-1};  s_t = (volt_t > vth)``; the backward treats
+    ``ds/dvolt = 1`` and keeps the dependence of the reset on earlier spikes, exactly as
+    autograd does on the plain loop.
+    """
+
+    @staticmethod
+    def forward(ctx, act: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+        out = act.new_empty((timesteps, *act.shape))
+        volt = torch.zeros_like(act)
+        for t in range(timesteps):
+            volt.add_(act)
+            torch.gt(volt, ENCODER_REGULAR_VTH, out=out[t])
+            volt.sub_(out[t], alpha=ENCODER_REGULAR_VTH)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        g_volt = torch.zeros_like(grad[0])
+        g_act = torch.zeros_like(grad[0])
+        for t in range(grad.shape[0] - 1, -1, -1):
+            # volt_{t+1} = volt_t + act - vth * s_t, and s_t passes its gradient straight.
+            g_volt = grad[t] - ENCODER_REGULAR_VTH * g_volt + g_volt
+            g_act.add_(g_volt)
+        return g_act, None
+
+
+class _FusedCurrentLIF(torch.autograd.Function):
+    """The current-based LIF recurrence over T steps with hand-written BPTT.
+
+    Forward, per step: ``c = a c + I;  v = b v (1 - s) + c;  s = (v > th)``.
+    Backward, from the last step down (``h`` the rectangular pseudo-gradient at ``v_t``):
+    ``g_s = dL/ds_t - b v_t g_v'``, ``g_v = g_s h + b (1 - s_t) g_v'``, ``g_c = g_v + a g_c'``,
+    ``dL/dI_t = g_c``, where primes are the values of step ``t + 1``.
+    """
+
+    @staticmethod
+    def forward(ctx, synaptic: torch.Tensor, cdecay: float, vdecay: float,  # type: ignore[override]
+                threshold: float, window: float) -> torch.Tensor:
+        spikes = torch.empty_like(synaptic)
+        volts = torch.empty_like(synaptic)
+        current = torch.zeros_like(synaptic[0])
+        volt = torch.zeros_like(current)
+        for t in range(synaptic.shape[0]):
+            current.mul_(cdecay).add_(synaptic[t])
+            if t:
+                volt.mul_(1.0 - spikes[t - 1]).mul_(vdecay)
+            volt.add_(current)
+            volts[t] = volt
+            torch.gt(volt, threshold, out=spikes[t])
+        ctx.save_for_backward(volts, spikes)
+        ctx.consts = (cdecay, vdecay, threshold, window)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        volts, spikes = ctx.saved_tensors
+        cdecay, vdecay, threshold, window = ctx.consts
+        g_syn = torch.empty_like(grad)
+        g_v = torch.zeros_like(grad[0])
+        g_c = torch.zeros_like(grad[0])
+        for t in range(grad.shape[0] - 1, -1, -1):
+            v, s = volts[t], spikes[t]
+            g_s = grad[t] - vdecay * v * g_v
+            inside = (v - threshold).abs_().lt_(window).to(grad.dtype)
+            g_v = g_s * inside + vdecay * (1.0 - s) * g_v
+            g_c = g_v + cdecay * g_c
+            g_syn[t] = g_c
+        return g_syn, None, None, None, None
+
+
 class PopulationEncoder(nn.Module):
     """Gaussian receptive-field population coding of each observation dimension (PopSAN).
 
@@ -84,10 +172,12 @@ class PopulationEncoder(nn.Module):
         mean_range: tuple[float, float] = (-3.0, 3.0),
         std: float = math.sqrt(0.15),
         deterministic: bool = True,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         self.obs_dim, self.pop_dim, self.timesteps = obs_dim, pop_dim, timesteps
         self.deterministic = deterministic
+        self.backend = _check_backend(backend)
         means = torch.linspace(mean_range[0], mean_range[1], pop_dim).repeat(obs_dim, 1)
         self.mean = nn.Parameter(means.reshape(1, obs_dim * pop_dim))
         self.std = nn.Parameter(torch.full((1, obs_dim * pop_dim), std))
@@ -104,19 +194,19 @@ class PopulationEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Spike trains of shape ``(T, batch, obs_dim * pop_dim)``."""
         act = self.activation(obs)
+        if not self.deterministic:
+            # Bernoulli spikes: 1 where draw < act; the gradient passes straight to act.
+            draws = torch.rand((self.timesteps, *act.shape), dtype=act.dtype, device=act.device)
+            return straight_through_spike(act - draws, 0.0)
+        if self.backend == "fused":
+            return _FusedRegularEncoder.apply(act, self.timesteps)
         spikes = []
-        if self.deterministic:
-            volt = torch.zeros_like(act)
-            for _ in range(self.timesteps):
-                volt = volt + act
-                s = straight_through_spike(volt, ENCODER_REGULAR_VTH)
-                volt = volt - s * ENCODER_REGULAR_VTH
-                spikes.append(s)
-        else:
-            for _ in range(self.timesteps):
-                draw = torch.rand_like(act)
-                # Forward: 1 where draw < act; backward: identity w.r.t. act.
-                spikes.append(straight_through_spike(act - draw, 0.0))
+        volt = torch.zeros_like(act)
+        for _ in range(self.timesteps):
+            volt = volt + act
+            s = straight_through_spike(volt, ENCODER_REGULAR_VTH)
+            volt = volt - s * ENCODER_REGULAR_VTH
+            spikes.append(s)
         return torch.stack(spikes)
 
 
@@ -155,14 +245,19 @@ class CurrentLIF(nn.Module):
         vdecay: float = POPSAN_VDECAY,
         threshold: float = POPSAN_VTH,
         window: float = POPSAN_GRAD_WINDOW,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         self.fc = nn.Linear(in_features, out_features)
         self.cdecay, self.vdecay = cdecay, vdecay
         self.threshold, self.window = threshold, window
+        self.backend = _check_backend(backend)
 
     def forward(self, spikes_in: torch.Tensor) -> torch.Tensor:
         synaptic = self.fc(spikes_in)  # one GEMM over (T x batch)
+        if self.backend == "fused":
+            return _FusedCurrentLIF.apply(synaptic, self.cdecay, self.vdecay, self.threshold,
+                                          self.window)
         current = torch.zeros_like(synaptic[0])
         volt = torch.zeros_like(current)
         spike = torch.zeros_like(current)

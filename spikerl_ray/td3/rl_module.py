@@ -22,8 +22,8 @@ from policies import RunningNormalizer, TwinQCritic, build_actor
 
 class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAPI):
     """Actor + twin Q critics + targets. ``model_config`` keys: ``policy`` (actor name),
-    ``actor_kwargs``, ``critic_hiddens``, ``exploration_noise`` (Gaussian std in normalized
-    action units; 0.1 in TD3 and PopSAN)."""
+    ``actor_kwargs``, ``spiking_backend`` (``torch`` or ``fused``), ``critic_hiddens``,
+    ``exploration_noise`` (Gaussian std in normalized action units; 0.1 in TD3 and PopSAN)."""
 
     @override(RLModule)
     def setup(self) -> None:
@@ -33,6 +33,7 @@ class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAP
         self.exploration_noise = float(cfg.get("exploration_noise", 0.1))
         self.obs_normalizer = RunningNormalizer(obs_dim)
         self.actor = build_actor(cfg.get("policy", "spikerl"), obs_dim, act_dim,
+                                 backend=cfg.get("spiking_backend", "torch"),
                                  **dict(cfg.get("actor_kwargs") or {}))
         if not self.inference_only:
             self.critic = TwinQCritic(obs_dim, act_dim, tuple(cfg.get("critic_hiddens",

@@ -32,6 +32,7 @@ from ray.rllib.utils.metrics import (
 from ray.tune.registry import register_trainable
 
 from policies import ACTORS
+from policies.spiking import BACKENDS as SPIKING_BACKENDS
 from spikerl_ray.core.replay import TRANSITION_KEYS
 from spikerl_ray.core.td3 import PRECISIONS
 
@@ -56,6 +57,7 @@ class TD3Config(AlgorithmConfig):
         # Networks.
         self.policy = "spikerl"
         self.actor_kwargs: dict[str, Any] = {}
+        self.spiking_backend = "fused"
         self.critic_hiddens = (256, 256)
         # PopSAN TD3 schedule (REFERENCE.md).
         self.actor_lr = 1e-4
@@ -92,6 +94,7 @@ class TD3Config(AlgorithmConfig):
         *,
         policy: str | None = NotProvided,
         actor_kwargs: dict[str, Any] | None = NotProvided,
+        spiking_backend: str | None = NotProvided,
         critic_hiddens: tuple[int, ...] | None = NotProvided,
         actor_lr: float | None = NotProvided,
         critic_lr: float | None = NotProvided,
@@ -114,6 +117,8 @@ class TD3Config(AlgorithmConfig):
         Args:
             policy: actor name: ``spikerl``, ``popsan``, ``dsrl`` or ``ann``.
             actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
+            spiking_backend: ``fused`` (hand-written BPTT, the default) or ``torch`` (the
+                plain autograd reference); both compute the same values.
             critic_hiddens: hidden sizes of each twin Q MLP.
             actor_lr, critic_lr: Adam learning rates (PopSAN: 1e-4 and 1e-3).
             tau: Polyak coefficient of the target update (0.005).
@@ -142,6 +147,9 @@ class TD3Config(AlgorithmConfig):
         if self.policy not in ACTORS:
             self._value_error(f"unknown policy {self.policy!r}; choose one of "
                               f"{', '.join(sorted(ACTORS))}")
+        if self.spiking_backend not in SPIKING_BACKENDS:
+            self._value_error(f"spiking_backend must be one of {SPIKING_BACKENDS}, got "
+                              f"{self.spiking_backend!r}")
         if self.precision not in PRECISIONS:
             self._value_error(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("actor_lr", "critic_lr", "tau", "updates_per_step", "replay_capacity",
@@ -198,6 +206,7 @@ class TD3Config(AlgorithmConfig):
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return super()._model_config_auto_includes | {
             "policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
+            "spiking_backend": self.spiking_backend,
             "critic_hiddens": tuple(self.critic_hiddens),
             "exploration_noise": self.exploration_noise}
 
