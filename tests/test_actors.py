@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor, dsrl_threshold
-from policies.spiking import reference_lif_step
+from policies.reference import reference_forward
 
 NAMES = ["spikerl", "popsan", "dsrl", "ann"]
 
@@ -56,34 +56,15 @@ def test_spike_counts_on_request_only():
     assert build_actor("ann", 3, 2)(obs, return_spikes=True)[1] == {}
 
 
-def _reference_popsan_forward(actor, obs):
-    """PopSAN's per-timestep loop: every layer called once per timestep with fresh states."""
-    spikes_in = actor.encoder(obs)
-    T = spikes_in.shape[0]
-    states = [(torch.zeros(obs.shape[0], l.fc.out_features, dtype=obs.dtype),) * 3
-              for l in actor.layers]
-    out_spikes = []
-    for t in range(T):
-        x = spikes_in[t]
-        for i, layer in enumerate(actor.layers):
-            c, v, s = states[i]
-            c, v, s = reference_lif_step(c, v, s, layer.fc(x), layer.cdecay, layer.vdecay,
-                                         layer.threshold, layer.window)
-            states[i] = (c, v, s)
-            x = s
-        out_spikes.append(x)
-    return actor.readout(torch.stack(out_spikes))
-
-
 def test_batched_timesteps_equal_per_timestep_reference():
     torch.manual_seed(0)
     actor = build_actor("popsan", 11, 3).double()
     obs = torch.randn(64, 11, dtype=torch.float64)
     fast = actor(obs)
-    ref = _reference_popsan_forward(actor, obs)
+    ref = reference_forward(actor, obs)
     assert torch.allclose(fast, ref, atol=1e-12)
     g_fast = torch.autograd.grad(fast.sum(), list(actor.parameters()))
-    g_ref = torch.autograd.grad(_reference_popsan_forward(actor, obs).sum(),
+    g_ref = torch.autograd.grad(reference_forward(actor, obs).sum(),
                                 list(actor.parameters()))
     for a, b in zip(g_fast, g_ref):
         assert torch.allclose(a, b, atol=1e-10)

@@ -1,0 +1,303 @@
+"""Throughput at fixed work, side by side in one run, against the peers users would pick.
+
+    python benchmarks/throughput.py --json [--steps 5000] [--parts e2e actor sampling memory]
+
+Work: HalfCheetah-v5, actor and critics 256-256, batch 100, one gradient update per env step
+on average, measured over ``--steps`` env steps after 1,000 uniform warm-up steps. Done by
+spikerl-ray (spiking ``spikerl`` actor, and ``ann``), Stable-Baselines3 TD3 (``pip install
+.[bench]``), RLlib's SAC (new API stack) and a reference loop in the style of the PopSAN /
+SpikeRL code (one process, numpy replay, acting every step, 50 updates every 50 steps, spiking
+layers as plain per-timestep PyTorch). Prints each figure and the ratios as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ENV = "HalfCheetah-v5"
+WARMUP = 1000
+
+
+# --------------------------------------------------------------------- end to end, each peer
+def _measure(algo, counters, steps: int) -> tuple[int, int, float]:
+    """Trains ``algo`` past the warm-up, then times ``steps`` more env steps. ``counters``
+    maps a result to (env steps sampled, work counter); returns both deltas and the wall."""
+    steps0, work0 = counters(algo.train())
+    while steps0 < WARMUP:
+        steps0, work0 = counters(algo.train())
+    t0 = time.perf_counter()
+    steps1, work1 = steps0, work0
+    while steps1 < steps0 + steps:
+        steps1, work1 = counters(algo.train())
+    return steps1 - steps0, work1 - work0, time.perf_counter() - t0
+
+
+def spikerl_ray_rate(policy: str, steps: int, backend: str = "fused") -> dict:
+    from spikerl_ray.run import RunSettings, build_config
+
+    config = (build_config(RunSettings(policy=policy, env=ENV, warmup_steps=WARMUP))
+              .training(num_steps_sampled_before_learning_starts=WARMUP,
+                        spiking_backend=backend, replay_capacity=100_000)
+              .evaluation(evaluation_interval=None))
+    algo = config.build_algo()
+    try:
+        def counters(result: dict) -> tuple[int, int]:
+            learner = result.get("learners", {}).get("default_policy", {})
+            return (int(result["num_env_steps_sampled_lifetime"]),
+                    int(learner.get("num_gradient_updates_lifetime", 0)))
+
+        measured, updates, wall = _measure(algo, counters, steps)
+    finally:
+        algo.stop()
+    return {"env_steps_per_s": measured / wall, "updates_per_env_step": updates / measured,
+            "measured_env_steps": measured}
+
+
+def sb3_td3_rate(steps: int) -> dict:
+    from stable_baselines3 import TD3 as SB3TD3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    env = gym.make(ENV)
+    act_dim = env.action_space.shape[0]
+    model = SB3TD3("MlpPolicy", env, learning_starts=WARMUP, train_freq=1, gradient_steps=1,
+                   batch_size=100, buffer_size=100_000, policy_kwargs={"net_arch": [256, 256]},
+                   action_noise=NormalActionNoise(np.zeros(act_dim), 0.1 * np.ones(act_dim)),
+                   device="cpu", seed=0, verbose=0)
+    model.learn(WARMUP)
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    wall = time.perf_counter() - t0
+    return {"env_steps_per_s": steps / wall, "updates_per_env_step": 1.0,
+            "measured_env_steps": steps}
+
+
+def rllib_sac_rate(steps: int) -> dict:
+    from ray.rllib.algorithms.sac import SACConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    # Configured for throughput as RLlib's docs allow: sampling in the driver, long fragments,
+    # training_intensity 100 = one update of batch 100 per env step (weights count the driver).
+    config = (SACConfig().environment(ENV)
+              .env_runners(num_env_runners=0, rollout_fragment_length=500)
+              .training(train_batch_size_per_learner=100, training_intensity=100,
+                        num_steps_sampled_before_learning_starts=WARMUP,
+                        replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer",
+                                              "capacity": 100_000, "alpha": 0.6, "beta": 0.4})
+              .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[256, 256]))
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        def counters(result: dict) -> tuple[int, int]:
+            trained = result.get("learners", {}).get("__all_modules__", {}).get(
+                "num_env_steps_trained_lifetime", 0)
+            return int(result["num_env_steps_sampled_lifetime"]), int(trained)
+
+        measured, trained, wall = _measure(algo, counters, steps)
+    finally:
+        algo.stop()
+    return {"env_steps_per_s": measured / wall, "updates_per_env_step": trained / 100 / measured,
+            "measured_env_steps": measured}
+
+
+def reference_loop_rate(steps: int) -> dict:
+    """PopSAN/SpikeRL-style TD3: one process, numpy replay, per-timestep spiking actor."""
+    from policies import RunningNormalizer, TwinQCritic, build_actor
+    from policies.reference import ReferenceActor
+    from spikerl_ray.core.replay import Batch
+    from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    env = gym.make(ENV)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    actor = ReferenceActor(build_actor("popsan", obs_dim, act_dim, backend="torch"))
+    critic = TwinQCritic(obs_dim, act_dim)
+    targets = [copy.deepcopy(actor), copy.deepcopy(critic)]
+    for net in targets:
+        net.requires_grad_(False)
+    norm = RunningNormalizer(obs_dim)
+    td3 = TD3Update(actor, critic, *targets, norm, torch.optim.Adam(actor.parameters(), 1e-4),
+                    torch.optim.Adam(critic.parameters(), 1e-3), TD3Hyperparams())
+    cap = 100_000
+    buf = {"obs": np.zeros((cap, obs_dim), np.float32), "actions": np.zeros((cap, act_dim),
+           np.float32), "rewards": np.zeros(cap, np.float32),
+           "next_obs": np.zeros((cap, obs_dim), np.float32),
+           "terminateds": np.zeros(cap, np.float32)}
+    obs, _ = env.reset(seed=0)
+    size, t0 = 0, 0.0
+    for t in range(WARMUP + steps):
+        if t == WARMUP:
+            t0 = time.perf_counter()
+        if t < WARMUP:
+            action = rng.uniform(-1, 1, act_dim)
+        else:
+            with torch.no_grad():
+                action = actor(norm(torch.as_tensor(obs, dtype=torch.float32)[None]))[0].numpy()
+            action = np.clip(action + 0.1 * rng.standard_normal(act_dim), -1, 1)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        i = size % cap
+        for key, value in (("obs", obs), ("actions", action), ("rewards", reward),
+                           ("next_obs", next_obs), ("terminateds", terminated)):
+            buf[key][i] = value
+        size += 1
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+        if (t + 1) % 50 == 0:  # PopSAN: statistics every 50 observations, 50 updates every 50
+            norm.update(torch.as_tensor(buf["obs"][max(0, i - 49):i + 1]))
+            if t + 1 >= WARMUP:
+                for _ in range(50):
+                    idx = rng.integers(0, min(size, cap), 100)
+                    td3.step(Batch(**{k: torch.as_tensor(v[idx]) for k, v in buf.items()}))
+    wall = time.perf_counter() - t0
+    return {"env_steps_per_s": steps / wall, "updates_per_env_step": 1.0,
+            "measured_env_steps": steps}
+
+
+# ------------------------------------------------------------------ actor forward + backward
+def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
+    from policies import build_actor
+    from policies.reference import ReferenceActor
+
+    out: dict = {}
+    for batch in batches:
+        obs = torch.randn(batch, 17, generator=torch.Generator().manual_seed(0))
+        torch.manual_seed(0)
+        nets = {"reference_per_timestep": ReferenceActor(build_actor("spikerl", 17, 6)),
+                "torch_batched_timesteps": build_actor("spikerl", 17, 6, backend="torch"),
+                "fused": build_actor("spikerl", 17, 6, backend="fused")}
+        reps = 50 if batch <= 100 else 5
+        for name, net in nets.items():
+            for _ in range(3):
+                net(obs).sum().backward()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                net(obs).sum().backward()
+            out[f"{name}_batch{batch}_ms"] = (time.perf_counter() - t0) / reps * 1000
+        out[f"fused_speedup_batch{batch}"] = (out[f"reference_per_timestep_batch{batch}_ms"]
+                                              / out[f"fused_batch{batch}_ms"])
+    return out
+
+
+# --------------------------------------------------------------------------------- sampling
+def sampling_vs_raw(num_envs: int, seconds: float) -> dict:
+    from spikerl_ray.run import RunSettings, build_config
+
+    algo = build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1,
+                                    envs_per_runner=num_envs, warmup_steps=0)).build_algo()
+    try:
+        algo._sample_fragments(False)
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            steps += sum(len(t["rewards"]) for t, _ in algo._sample_fragments(False))
+        runner = steps / (time.perf_counter() - t0)
+    finally:
+        algo.stop()
+    envs = gym.make_vec(ENV, num_envs=num_envs, vectorization_mode="sync")
+    envs.reset(seed=0)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        envs.step(envs.action_space.sample())
+        steps += num_envs
+    raw = steps / (time.perf_counter() - t0)
+    envs.close()
+    return {"num_envs": num_envs, "env_runner_steps_per_s": runner,
+            "raw_random_steps_per_s": raw, "fraction_of_raw": runner / raw}
+
+
+# ----------------------------------------------------------------------------------- memory
+def memory(capacity: int) -> dict:
+    """Peak RSS of a fresh process training a few iterations, and of its env runner."""
+    import psutil
+
+    from spikerl_ray.run import RunSettings, build_config
+
+    algo = (build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1, warmup_steps=0))
+            .training(replay_capacity=capacity, num_steps_sampled_before_learning_starts=100)
+            .evaluation(evaluation_interval=None).build_algo())
+    try:
+        algo.train()
+        replay_bytes = [r.get() for r in algo.learner_group.foreach_learner(
+            lambda l: l.replay.nbytes)][0]
+        runner_rss = algo.env_runner_group.foreach_env_runner(
+            lambda r: psutil.Process().memory_info().rss, local_env_runner=False)
+    finally:
+        algo.stop()
+    obs_dim, act_dim = 17, 6
+    raw = capacity * (2 * obs_dim + act_dim + 2) * 4  # float32 obs, action, reward, next, done
+    return {"capacity": capacity, "driver_peak_rss_mb": resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "env_runner_rss_mb": [x / 2**20 for x in runner_rss],
+            "replay_mb": replay_bytes / 2**20, "raw_transitions_mb": raw / 2**20,
+            "replay_over_raw": replay_bytes / raw}
+
+
+def _memory_in_subprocess(capacity: int) -> dict:
+    import subprocess
+
+    code = (f"import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import ray; ray.init(include_dashboard=False, log_to_driver=False); "
+            f"from throughput import memory; print(json.dumps(memory({capacity})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--parts", nargs="+", default=["e2e", "actor", "sampling", "memory"])
+    p.add_argument("--peers", nargs="+",
+                   default=["spikerl_ray_spikerl", "spikerl_ray_ann", "sb3_td3", "rllib_sac",
+                            "reference_loop"])
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    report: dict = {"benchmark": "throughput", "env": ENV, "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "warmup_steps": WARMUP,
+                    "measured_steps": args.steps}
+    if "actor" in args.parts:
+        report["actor_fwd_bwd"] = actor_fwd_bwd_ms()
+    if "e2e" in args.parts or "sampling" in args.parts:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    if "e2e" in args.parts:
+        runs = {"spikerl_ray_spikerl": lambda: spikerl_ray_rate("spikerl", args.steps),
+                "spikerl_ray_ann": lambda: spikerl_ray_rate("ann", args.steps),
+                "sb3_td3": lambda: sb3_td3_rate(args.steps),
+                "rllib_sac": lambda: rllib_sac_rate(args.steps),
+                "reference_loop": lambda: reference_loop_rate(args.steps)}
+        e2e = {name: runs[name]() for name in args.peers}
+        ours = e2e.get("spikerl_ray_spikerl", {}).get("env_steps_per_s")
+        if ours:
+            e2e["ratios"] = {f"spikerl_ray_spikerl_over_{k}": ours / v["env_steps_per_s"]
+                             for k, v in e2e.items() if k != "spikerl_ray_spikerl"}
+        report["end_to_end"] = e2e
+    if "sampling" in args.parts:
+        report["sampling"] = [sampling_vs_raw(n, 10.0) for n in (1, 8)]
+    if ray.is_initialized():
+        ray.shutdown()
+    if "memory" in args.parts:
+        report["memory"] = [_memory_in_subprocess(c) for c in (100_000, 1_000_000)]
+    text = json.dumps(report, indent=2)
+    print(text if args.json else json.dumps(report))
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
