@@ -261,8 +261,8 @@ class TD3(Algorithm):
         shards = shard_transitions([t for t, _ in results], num_shards)
         new_steps = sum(len(s["rewards"]) for s in shards)
         learning = lifetime + new_steps >= cfg.num_steps_sampled_before_learning_starts
-        # Every learner does the same number of steps (DDP runs them in lockstep); together
-        # they do `updates_per_step` updates of `num_shards` x batch per new env step / L.
+        # DDP runs the L learners in lockstep, so each does the same number of steps:
+        # updates_per_step / L per new env step, each step averaging L batches.
         num_updates = int(round(new_steps * cfg.updates_per_step / num_shards)) if learning else 0
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
