@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,3 +56,11 @@ def td3_updates_per_s(policy: str, batch: int, precision: str = "fp32", device: 
         td3.step(replay.sample(batch))
     synchronize(device)
     return updates / (time.perf_counter() - t0)
+
+
+def emit(report: dict, json_out: str | None = None, pretty: bool = True) -> None:
+    """Prints a benchmark report as JSON and, if asked, writes it to ``json_out``."""
+    text = json.dumps(report, indent=2)
+    print(text if pretty else json.dumps(report))
+    if json_out:
+        Path(json_out).write_text(text + "\n")

@@ -69,10 +69,7 @@ def main() -> None:
             "wall_s_mean": statistics.mean(r["wall_s"] for r in runs),
             "env_steps_per_s_mean": statistics.mean(r["env_steps_per_s"] for r in runs),
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Ratios are measured side by side in one run. ``--ray-free`` runs the precision p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import td3_updates_per_s  # noqa: E402
+from common import emit, td3_updates_per_s  # noqa: E402
 
 
 def precision_rates(policy: str, device: str, updates: int) -> dict:
@@ -116,10 +115,7 @@ def main() -> None:
                                               / learners["1_learners"]["samples_per_s"])
         report["learners"] = learners
         ray.shutdown()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
+
 ENV = "HalfCheetah-v5"
 WARMUP = 1000
 
@@ -293,10 +295,7 @@ def main() -> None:
         ray.shutdown()
     if "memory" in args.parts:
         report["memory"] = [_memory_in_subprocess(c) for c in (100_000, 1_000_000)]
-    text = json.dumps(report, indent=2)
-    print(text if args.json else json.dumps(report))
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out, pretty=args.json)
 
 
 if __name__ == "__main__":

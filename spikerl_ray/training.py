@@ -32,15 +32,24 @@ def init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def check_resources(s: RunSettings) -> None:
-    """Stops with a clear message when the run asks for GPUs the cluster lacks."""
-    import ray
-
+def check_resources(s: RunSettings, address: str | None) -> None:
+    """Stops with a clear message when the run asks for GPUs the cluster lacks: the GPUs of
+    this machine for the embedded Ray (checked before starting it), else the cluster's."""
     wanted = max(s.learners, 1) * s.gpus_per_learner
-    have = ray.cluster_resources().get("GPU", 0.0)
+    if not wanted:
+        return
+    if address:
+        import ray
+
+        have = ray.cluster_resources().get("GPU", 0.0)
+    else:
+        import torch
+
+        have = float(torch.cuda.device_count())
     if wanted > have:
+        where = "the Ray cluster" if address else "this machine"
         raise UserError(f"asked for {wanted:g} GPU(s) ({max(s.learners, 1)} learner(s) x "
-                        f"{s.gpus_per_learner:g}) but the Ray cluster has {have:g}; "
+                        f"{s.gpus_per_learner:g}) but {where} has {have:g}; "
                         "use --gpus-per-learner 0 to train on CPUs")
 
 
@@ -80,8 +89,11 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
     if resume and run.latest_checkpoint() is None:
         raise UserError(f"--resume: {run.path} has no checkpoint to resume from")
+    if not address:
+        check_resources(settings, address)
     init_ray(address)
-    check_resources(settings)
+    if address:
+        check_resources(settings, address)
     settings = run.start(settings, resume=resume, force=force)
 
     algo = build_config(settings).build_algo()

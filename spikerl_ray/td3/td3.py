@@ -20,6 +20,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
+from ray.util import log_once
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -143,6 +144,9 @@ class TD3Config(AlgorithmConfig):
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
+        # TD3 exists only on the new API stack: consume RLlib's one-time "new API stack is
+        # the new default" notice, which would otherwise precede our own messages.
+        log_once(f"{self.algo_class.__name__}_on_new_api_stack")
         super().validate()
         if self.policy not in ACTORS:
             self._value_error(f"unknown policy {self.policy!r}; choose one of "
