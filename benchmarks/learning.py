@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from spikerl_ray.run import RunSettings
 from spikerl_ray.training import init_ray, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
 
 
 def run_one(policy: str, env: str, steps: int, seed: int, out: Path, warmup: int,
