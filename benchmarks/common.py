@@ -12,7 +12,7 @@ import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor
 from spikerl_ray.core.replay import TransitionReplay
-from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update
+from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
 
 HALFCHEETAH_DIMS = (17, 6)
 
@@ -27,8 +27,8 @@ def make_td3(policy: str, obs_dim: int, act_dim: int, device: str, precision: st
     for net in targets:
         net.requires_grad_(False)
     td3 = TD3Update(actor, critic, *targets, RunningNormalizer(obs_dim).to(device),
-                    torch.optim.Adam(actor.parameters(), 1e-4),
-                    torch.optim.Adam(critic.parameters(), 1e-3), TD3Hyperparams(), precision)
+                    adam(actor.parameters(), 1e-4), adam(critic.parameters(), 1e-3),
+                    TD3Hyperparams(), precision)
     rng = np.random.default_rng(0)
     replay = TransitionReplay(replay_size, obs_dim, act_dim, device=device, seed=0)
     replay.add({"obs": rng.normal(size=(replay_size, obs_dim)),

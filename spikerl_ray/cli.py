@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from policies import ACTORS
+from policies.spiking import BACKENDS as SPIKING_BACKENDS
 from spikerl_ray.core.td3 import PRECISIONS
 from spikerl_ray.errors import UserError
 from spikerl_ray.run import RunSettings
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
                    help="torch.distributed backend of the learners (auto: nccl on GPUs, "
                    "gloo on CPUs)")
+    t.add_argument("--spiking-backend", choices=SPIKING_BACKENDS, default="fused",
+                   help="spiking layers: fused (hand-written BPTT) or torch (plain ops)")
+    t.add_argument("--compile", action="store_true",
+                   help="compile the networks with torch.compile (best with "
+                   "--spiking-backend torch; the first update compiles for seconds)")
+    t.add_argument("--async-sampling", action="store_true",
+                   help="remote env runners sample while the learners train (needs "
+                   "--env-runners >= 1; actions use weights one iteration older)")
     t.add_argument("--warmup-steps", type=_non_negative_int, default=10_000,
                    help="env steps acting uniformly at random first (PopSAN: 10000)")
     t.add_argument("--eval-every", type=_positive_int, default=5,
@@ -88,7 +97,8 @@ def _train(args: argparse.Namespace) -> None:
         envs_per_runner=args.envs_per_runner, learners=args.learners,
         gpus_per_learner=args.gpus_per_learner, precision=args.precision,
         allreduce_dtype=args.allreduce_dtype, backend=args.backend,
-        warmup_steps=args.warmup_steps, eval_every=args.eval_every,
+        warmup_steps=args.warmup_steps, spiking_backend=args.spiking_backend,
+        compile=args.compile, async_sampling=args.async_sampling, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes)
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
                        address=args.address, progress=not args.no_progress)

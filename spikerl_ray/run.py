@@ -44,6 +44,9 @@ class RunSettings:
     allreduce_dtype: str = "fp32"
     backend: str = "auto"
     warmup_steps: int = 10_000
+    spiking_backend: str = "fused"
+    compile: bool = False
+    async_sampling: bool = False
     eval_every: int = 5
     eval_episodes: int = 10
 
@@ -66,7 +69,9 @@ def build_config(s: RunSettings) -> Any:
         .learners(num_learners=s.learners, num_gpus_per_learner=s.gpus_per_learner)
         .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
                   num_steps_random_warmup=s.warmup_steps, allreduce_dtype=s.allreduce_dtype,
-                  torch_distributed_backend=None if s.backend == "auto" else s.backend)
+                  torch_distributed_backend=None if s.backend == "auto" else s.backend,
+                  spiking_backend=s.spiking_backend, compile_networks=s.compile,
+                  async_sampling=s.async_sampling)
         .evaluation(evaluation_interval=s.eval_every or None,
                     evaluation_duration=s.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,

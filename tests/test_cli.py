@@ -125,6 +125,8 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
       "--backend", "mpi"], "MPI backend is not available in this PyTorch build"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "2",
       "--backend", "nccl"], "NCCL backend needs GPU learners"),
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
+      "--async-sampling"], "it needs num_env_runners >= 1 (--env-runners)"),
 ])
 def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ray_session):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
@@ -138,6 +140,7 @@ def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ra
     (["train", "--steps", "0", "--out", "x"], "must be positive"),
     (["train", "--steps", "-5", "--out", "x"], "must be positive"),
     (["train", "--steps", "10", "--out", "x", "--precision", "fp8"], "invalid choice"),
+    (["train", "--steps", "10", "--out", "x", "--spiking-backend", "cuda"], "invalid choice"),
 ])
 def test_bad_flags_exit_through_argparse(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -1,45 +1,148 @@
 """An env runner that hands back flat transition arrays instead of episode objects.
 
-Runs RLlib's own single-agent sampling loop (vectorized Gymnasium envs, connectors, episode
-metrics) and converts the sampled episode chunks to ``(obs, action, reward, next_obs,
-terminated)`` arrays on the runner, so only compact arrays travel to the learners.
+:meth:`TD3EnvRunner.sample_transitions` steps RLlib's vectorized Gymnasium env in a lean loop:
+one RLModule forward per vector step on the batch of observations, no connectors, no episode
+objects, transitions written straight into preallocated ``(obs, action, reward, next_obs,
+terminated)`` arrays. Only those compact arrays travel to the learners. It logs the metrics
+RLlib's own ``sample()`` logs (step and episode counters, episode returns and lengths, timers),
+through RLlib's own helpers, so results carry the same keys, less the connector timers. Episode
+callbacks and user connector pieces are not run (TD3 configures neither).
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.metrics import (
+    RLMODULE_INFERENCE_TIMER,
+    SAMPLE_TIMER,
+    TIME_BETWEEN_SAMPLING,
+    WEIGHTS_SEQ_NO,
+)
+
+from spikerl_ray.core.replay import TRANSITION_KEYS
 
 
 class TD3EnvRunner(SingleAgentEnvRunner):
-    """:class:`SingleAgentEnvRunner` plus :meth:`sample_transitions`."""
+    """:class:`SingleAgentEnvRunner` plus :meth:`sample_transitions`.
+
+    Between calls it keeps, as RLlib keeps its ongoing episodes: the current observations,
+    which envs reset on their next step, each env's running episode return, length and start
+    time, and the transitions of the last vector step that did not fit the previous fragment.
+    """
+
+    def __init__(self, *, config: Any, **kwargs: Any) -> None:
+        super().__init__(config=config, **kwargs)
+        # Acting only: in eval mode, forward_exploration() skips switching back to train mode
+        # (a walk over all submodules) after every step.
+        self.module.eval()
+        self._obs: np.ndarray | None = None  # None: reset all envs on the next call
+        self._resetting = np.zeros(self.num_envs, dtype=bool)
+        self._ep_return = np.zeros(self.num_envs)
+        self._ep_len = np.zeros(self.num_envs, dtype=np.int64)
+        self._ep_start = np.zeros(self.num_envs)
+        self._spill: dict[str, np.ndarray] = {}
+        self._rng = np.random.default_rng(self._seed)
 
     def sample_transitions(self, *, random_actions: bool = False) -> dict[str, np.ndarray]:
-        """Samples one fragment (``rollout_fragment_length x num_envs`` steps).
+        """Samples one fragment: ``rollout_fragment_length x num_envs`` transitions.
 
-        With ``random_actions`` it acts uniformly at random (TD3's warm-up); those actions are
-        mapped into the same normalized [-1, 1] space the module's actions are stored in.
+        Returns float32 arrays keyed by :data:`TRANSITION_KEYS`; actions are in the normalized
+        space [-1, 1] (unsquashed to the env's bounds for stepping, as RLlib's
+        ``NormalizeAndClipActions`` does). ``next_obs`` of an episode's last step is its true
+        final observation; ``terminateds`` is 1 only where the env terminated (not truncated).
+        With ``random_actions`` it acts uniformly at random in the env's bounds (TD3's warm-up).
         """
-        episodes = self.sample(random_actions=random_actions)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in
-                                              ("obs", "actions", "rewards", "next_obs",
-                                               "terminateds")}
-        for ep in episodes:
-            n = len(ep)
-            if n == 0:
-                continue
-            obs = np.asarray(ep.get_observations(slice(0, n + 1)), dtype=np.float32)
-            parts["obs"].append(obs[:-1])
-            parts["next_obs"].append(obs[1:])
-            parts["actions"].append(np.asarray(ep.get_actions(slice(0, n)), dtype=np.float32))
-            parts["rewards"].append(np.asarray(ep.get_rewards(slice(0, n)), dtype=np.float32))
-            term = np.zeros(n, dtype=np.float32)
-            term[-1] = float(ep.is_terminated)
-            parts["terminateds"].append(term)
-        out = {k: np.concatenate(v) if v else np.zeros((0,), np.float32)
-               for k, v in parts.items()}
-        if random_actions and len(out["actions"]):
-            space = self.env.single_action_space
-            low, high = space.low.astype(np.float32), space.high.astype(np.float32)
-            out["actions"] = 2.0 * (out["actions"] - low) / (high - low) - 1.0
+        if self._time_after_sampling is not None:
+            self.metrics.log_value(TIME_BETWEEN_SAMPLING,
+                                   time.perf_counter() - self._time_after_sampling)
+        self.metrics.log_value(WEIGHTS_SEQ_NO, self._weights_seq_no, window=1)
+        with self.metrics.log_time(SAMPLE_TIMER):
+            n = self.config.get_rollout_fragment_length(self.worker_index) * self.num_envs
+            out, num_episodes = self._fill(n, random_actions)
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=n)
+        self._increase_sampled_metrics(n, num_episodes)
+        self._time_after_sampling = time.perf_counter()
         return out
+
+    def _fill(self, n: int, random_actions: bool) -> tuple[dict[str, np.ndarray], int]:
+        """Steps the envs until ``n`` transitions are collected; returns them and the number
+        of episodes that ended. Surplus rows of the last vector step wait for the next call."""
+        if self._obs is None or self._needs_initial_reset:  # first call, or env (re)made
+            self._reset()
+        assert self._obs is not None
+        space = self.env.single_action_space
+        low, high = space.low, space.high
+        shapes = {"obs": self._obs.shape[1:], "actions": space.shape, "rewards": (),
+                  "next_obs": self._obs.shape[1:], "terminateds": ()}
+        # A vector step adds at most num_envs rows, so the fill stops below n + num_envs.
+        out = {k: np.empty((n + self.num_envs - 1, *shapes[k]), np.float32)
+               for k in TRANSITION_KEYS}
+        filled = len(self._spill.get("rewards", ()))
+        for k, rows in self._spill.items():
+            out[k][:filled] = rows
+        forward = (self.module.forward_exploration if self.config.explore
+                   else self.module.forward_inference)
+        num_episodes = 0
+        while filled < n:
+            if random_actions:
+                actions = self._rng.uniform(-1.0, 1.0, (self.num_envs, *space.shape)).astype(
+                    np.float32)
+            else:
+                with self.metrics.log_time(RLMODULE_INFERENCE_TIMER), torch.inference_mode():
+                    obs = torch.from_numpy(self._obs).to(self._device)
+                    actions = forward({Columns.OBS: obs})[Columns.ACTIONS].cpu().numpy()
+            results = self._try_env_step(
+                np.clip(low + (actions + 1.0) * (high - low) / 2.0, low, high))
+            if results == ENV_STEP_FAILURE:
+                self._reset()  # the env was re-created; rows so far are valid transitions
+                continue
+            next_obs, rewards, terminateds, truncateds, _ = results
+            next_obs = next_obs.astype(np.float32)
+            # Gymnasium's NEXT_STEP autoreset: an env done on the last step was reset by this
+            # one (its action ignored, reward 0, not done): no transition.
+            live = ~self._resetting
+            rows = slice(filled, filled + int(live.sum()))
+            out["obs"][rows] = self._obs[live]
+            out["actions"][rows] = actions[live]
+            out["rewards"][rows] = rewards[live]
+            out["next_obs"][rows] = next_obs[live]
+            out["terminateds"][rows] = terminateds[live]
+            filled = rows.stop
+            now = time.perf_counter()
+            self._ep_start[self._resetting] = now
+            self._ep_return += rewards
+            self._ep_len += live
+            done = terminateds | truncateds
+            for i in np.flatnonzero(done):
+                self._log_episode_metrics(int(self._ep_len[i]), float(self._ep_return[i]),
+                                          now - self._ep_start[i])
+            num_episodes += int(done.sum())
+            self._ep_return[done] = 0.0
+            self._ep_len[done] = 0
+            self._resetting = done
+            self._obs = next_obs
+        self._spill = {k: v[n:filled].copy() for k, v in out.items()}
+        return {k: v[:n] for k, v in out.items()}, num_episodes
+
+    def _reset(self) -> None:
+        """Resets all envs (seeded on the env's first reset, as RLlib's ``sample()`` does) and
+        the per-env episode trackers."""
+        mode = AutoresetMode(self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        if mode != AutoresetMode.NEXT_STEP:
+            raise NotImplementedError(f"TD3EnvRunner needs Gymnasium's NEXT_STEP autoreset, not "
+                                      f"{mode}")
+        obs, _ = self._try_env_reset(seed=self._seed if self._needs_initial_reset else None)
+        self._needs_initial_reset = False
+        self._obs = np.asarray(obs, dtype=np.float32)
+        self._resetting[:] = False
+        self._ep_return[:] = 0.0
+        self._ep_len[:] = 0
+        self._ep_start[:] = time.perf_counter()

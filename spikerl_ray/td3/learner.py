@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from spikerl_ray.core.distributed import bf16_allreduce_hook
 from spikerl_ray.core.replay import TransitionReplay
-from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update
+from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
 
 
 class TD3TorchLearner(TorchLearner):
@@ -79,7 +79,7 @@ class TD3TorchLearner(TorchLearner):
                               ("critic", module.critic, config.critic_lr)):
             params = self.get_parameters(net)
             self.register_optimizer(module_id=module_id, optimizer_name=name,
-                                    optimizer=torch.optim.Adam(params, lr=lr), params=params,
+                                    optimizer=adam(params, lr), params=params,
                                     lr_or_lr_schedule=lr)
 
     @override(TorchLearner)

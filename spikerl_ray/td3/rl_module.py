@@ -23,7 +23,9 @@ from policies import RunningNormalizer, TwinQCritic, build_actor
 class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAPI):
     """Actor + twin Q critics + targets. ``model_config`` keys: ``policy`` (actor name),
     ``actor_kwargs``, ``spiking_backend`` (``torch`` or ``fused``), ``critic_hiddens``,
-    ``exploration_noise`` (Gaussian std in normalized action units; 0.1 in TD3 and PopSAN)."""
+    ``exploration_noise`` (Gaussian std in normalized action units; 0.1 in TD3 and PopSAN),
+    ``compile_networks`` (compile every network with ``torch.compile``, see
+    :meth:`compile_networks`)."""
 
     @override(RLModule)
     def setup(self) -> None:
@@ -39,6 +41,21 @@ class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAP
             self.critic = TwinQCritic(obs_dim, act_dim, tuple(cfg.get("critic_hiddens",
                                                                       (256, 256))))
             self.make_target_networks()
+        if cfg.get("compile_networks", False):
+            self.compile_networks()
+
+    def compile_networks(self) -> None:
+        """Compiles the actor (and critic and targets, where present) in place with
+        ``torch.compile`` (inductor): the spiking time loop, encoder and decoder become a few
+        generated kernels around the matrix products. State dicts are unchanged. Networks
+        must not be deep-copied afterwards (a copy would call the original's compiled
+        forward), so this runs after the targets exist. The first call of each network at a
+        new batch size compiles (seconds)."""
+        nets = [self.actor]
+        if not self.inference_only:
+            nets += [self.critic, self.target_actor, self.target_critic]
+        for net in nets:
+            net.compile(dynamic=False)
 
     @override(TargetNetworkAPI)
     def make_target_networks(self) -> None:

@@ -38,6 +38,7 @@ from spikerl_ray.core.replay import TRANSITION_KEYS
 from spikerl_ray.core.td3 import PRECISIONS
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
+SAMPLE_TAG = "td3_sample"  # tags the overlapped sampling requests among a runner's calls
 
 
 class TD3Config(AlgorithmConfig):
@@ -59,6 +60,7 @@ class TD3Config(AlgorithmConfig):
         self.policy = "spikerl"
         self.actor_kwargs: dict[str, Any] = {}
         self.spiking_backend = "fused"
+        self.compile_networks = False
         self.critic_hiddens = (256, 256)
         # PopSAN TD3 schedule (REFERENCE.md).
         self.actor_lr = 1e-4
@@ -83,6 +85,7 @@ class TD3Config(AlgorithmConfig):
         self.rollout_fragment_length = 50
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
+        self.async_sampling = False
         self.normalize_actions = True
         self.clip_actions = False
         from spikerl_ray.td3.env_runner import TD3EnvRunner
@@ -96,6 +99,7 @@ class TD3Config(AlgorithmConfig):
         policy: str | None = NotProvided,
         actor_kwargs: dict[str, Any] | None = NotProvided,
         spiking_backend: str | None = NotProvided,
+        compile_networks: bool | None = NotProvided,
         critic_hiddens: tuple[int, ...] | None = NotProvided,
         actor_lr: float | None = NotProvided,
         critic_lr: float | None = NotProvided,
@@ -111,6 +115,7 @@ class TD3Config(AlgorithmConfig):
         precision: str | None = NotProvided,
         allreduce_dtype: str | None = NotProvided,
         torch_distributed_backend: str | None = NotProvided,
+        async_sampling: bool | None = NotProvided,
         **kwargs: Any,
     ) -> "TD3Config":
         """Sets TD3's training settings.
@@ -120,6 +125,10 @@ class TD3Config(AlgorithmConfig):
             actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
             spiking_backend: ``fused`` (hand-written BPTT, the default) or ``torch`` (the
                 plain autograd reference); both compute the same values.
+            compile_networks: compile the actor, critic and targets (learners) and the
+                acting actor (env runners) with ``torch.compile``; pair it with
+                ``spiking_backend="torch"``, whose plain ops the compiler fuses best. The
+                first update and the first action compile (seconds).
             critic_hiddens: hidden sizes of each twin Q MLP.
             actor_lr, critic_lr: Adam learning rates (PopSAN: 1e-4 and 1e-3).
             tau: Polyak coefficient of the target update (0.005).
@@ -135,6 +144,9 @@ class TD3Config(AlgorithmConfig):
                 data-parallel learners with DDP's bf16 communication hook.
             torch_distributed_backend: ``gloo``, ``nccl`` or ``mpi`` for data-parallel
                 learners; None lets RLlib pick (NCCL with GPUs, Gloo without).
+            async_sampling: remote env runners sample the next fragment while the learners
+                train on the last one (needs ``num_env_runners >= 1``). The weights a runner
+                acts with are then one iteration older than without it.
         """
         super().training(**kwargs)
         for name, value in locals().items():
@@ -171,6 +183,9 @@ class TD3Config(AlgorithmConfig):
         if backend == "nccl" and not self.num_gpus_per_learner:
             self._value_error("the NCCL backend needs GPU learners; set "
                               "num_gpus_per_learner (--gpus-per-learner) or use gloo")
+        if self.async_sampling and self.num_env_runners < 1 and not self.in_evaluation:
+            self._value_error("async_sampling overlaps remote env runners with learning; "
+                              "it needs num_env_runners >= 1 (--env-runners)")
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
@@ -211,6 +226,7 @@ class TD3Config(AlgorithmConfig):
         return super()._model_config_auto_includes | {
             "policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
             "spiking_backend": self.spiking_backend,
+            "compile_networks": bool(self.compile_networks),
             "critic_hiddens": tuple(self.critic_hiddens),
             "exploration_noise": self.exploration_noise}
 
@@ -233,6 +249,14 @@ def shard_transitions(fragments: list[dict[str, np.ndarray]], num_shards: int
     return [{k: parts[k][i] for k in TRANSITION_KEYS} for i in range(num_shards)]
 
 
+def _sampler(random_actions: bool) -> Any:
+    """What an env runner runs for one fragment: its transitions and its metrics."""
+    def sample(runner: Any) -> tuple[dict, dict]:
+        return runner.sample_transitions(random_actions=random_actions), runner.get_metrics()
+
+    return sample
+
+
 def _add_and_train_own_shard(learner: Any, shard_refs: list, num_updates: int) -> dict:
     return learner.add_and_train(ray.get(shard_refs[learner._learner_index]), num_updates)
 
@@ -246,12 +270,26 @@ class TD3(Algorithm):
         return TD3Config()
 
     def _sample_fragments(self, random_actions: bool) -> list[tuple[dict, dict]]:
-        def sample(runner: Any) -> tuple[dict, dict]:
-            return runner.sample_transitions(random_actions=random_actions), runner.get_metrics()
-
+        """One fragment from every env runner (remote ones, else the local one)."""
         if self.env_runner_group.num_remote_env_runners() > 0:
-            return self.env_runner_group.foreach_env_runner(sample, local_env_runner=False)
-        return [sample(self.env_runner)]
+            return self.env_runner_group.foreach_env_runner(_sampler(random_actions),
+                                                            local_env_runner=False)
+        return [_sampler(random_actions)(self.env_runner)]
+
+    def _sample_overlapped(self, lifetime: int) -> list[tuple[dict, dict]]:
+        """Collects the fragments requested in the last iteration (requesting them now if
+        none are in flight) and requests the next ones, which the runners sample while the
+        learners train. Weights synced afterwards queue behind that request on each runner."""
+        cfg, group = self.config, self.env_runner_group
+        if group.num_in_flight_async_reqs(tag=SAMPLE_TAG) == 0:
+            group.foreach_env_runner_async(_sampler(lifetime < cfg.num_steps_random_warmup),
+                                           tag=SAMPLE_TAG)
+        ready = group.fetch_ready_async_reqs(tags=SAMPLE_TAG, timeout_seconds=None)
+        results = [r for _, r in sorted(ready, key=lambda r: r[0])]
+        sampled = lifetime + sum(len(t["rewards"]) for t, _ in results)
+        group.foreach_env_runner_async(_sampler(sampled < cfg.num_steps_random_warmup),
+                                       tag=SAMPLE_TAG)
+        return results
 
     @override(Algorithm)
     def training_step(self) -> None:
@@ -259,7 +297,8 @@ class TD3(Algorithm):
         lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
                                      default=0)
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            results = self._sample_fragments(lifetime < cfg.num_steps_random_warmup)
+            results = (self._sample_overlapped(lifetime) if cfg.async_sampling else
+                       self._sample_fragments(lifetime < cfg.num_steps_random_warmup))
         self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
         num_shards = max(cfg.num_learners, 1)
         shards = shard_transitions([t for t, _ in results], num_shards)
