@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from spikerl_ray.run import RunSettings
 from spikerl_ray.training import init_ray, train
@@ -26,9 +27,11 @@ from common import emit  # noqa: E402
 
 
 def run_one(policy: str, env: str, steps: int, seed: int, out: Path, warmup: int,
-            eval_every: int, eval_episodes: int) -> dict:
+            eval_every: int, eval_episodes: int, **fast: Any) -> dict:
+    """One run; ``fast``: the speed options of RunSettings (spiking_backend, compile,
+    precision)."""
     settings = RunSettings(policy=policy, env=env, seed=seed, warmup_steps=warmup,
-                           eval_every=eval_every, eval_episodes=eval_episodes)
+                           eval_every=eval_every, eval_episodes=eval_episodes, **fast)
     t0 = time.perf_counter()
     train(settings, out, steps, force=True, progress=False)
     wall = time.perf_counter() - t0
@@ -51,6 +54,9 @@ def main() -> None:
     p.add_argument("--warmup-steps", type=int, default=10_000)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--spiking-backend", choices=("fused", "torch"), default="fused")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
     p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
@@ -58,11 +64,13 @@ def main() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     init_ray(None)
     root = Path(args.out or tempfile.mkdtemp(prefix="spikerl-bench-"))
-    report = {"benchmark": "learning", "env": args.env, "steps": args.steps,
+    fast = {"spiking_backend": args.spiking_backend, "compile": args.compile,
+            "precision": args.precision}
+    report = {"benchmark": "learning", "env": args.env, "steps": args.steps, **fast,
               "warmup_steps": args.warmup_steps, "cpus": os.cpu_count(), "policies": {}}
     for policy in args.policies:
         runs = [run_one(policy, args.env, args.steps, seed, root / f"{policy}_s{seed}",
-                        args.warmup_steps, args.eval_every, args.eval_episodes)
+                        args.warmup_steps, args.eval_every, args.eval_episodes, **fast)
                 for seed in args.seeds]
         finals = [r["final_eval_return"] for r in runs]
         report["policies"][policy] = {

@@ -4,7 +4,8 @@
 
 Work: HalfCheetah-v5, actor and critics 256-256, batch 100, one gradient update per env step
 on average, measured over ``--steps`` env steps after 1,000 uniform warm-up steps. Done by
-spikerl-ray (spiking ``spikerl`` actor, and ``ann``), Stable-Baselines3 TD3 (``pip install
+spikerl-ray (spiking ``spikerl`` actor with the default fused backend, compiled, and compiled
+in bf16; and ``ann``), Stable-Baselines3 TD3 (``pip install
 .[bench]``), RLlib's SAC (new API stack) and a reference loop in the style of the PopSAN /
 SpikeRL code (one process, numpy replay, acting every step, 50 updates every 50 steps, spiking
 layers as plain per-timestep PyTorch). Prints each figure and the ratios as JSON.
@@ -33,25 +34,56 @@ WARMUP = 1000
 
 
 # --------------------------------------------------------------------- end to end, each peer
-def _measure(algo, counters, steps: int) -> tuple[int, int, float]:
-    """Trains ``algo`` past the warm-up, then times ``steps`` more env steps. ``counters``
-    maps a result to (env steps sampled, work counter); returns both deltas and the wall."""
+def _measure(algo, counters, steps: int) -> tuple[int, int, float, float]:
+    """Trains ``algo`` past the warm-up and one iteration acting with its policy (where
+    compiled networks compile), then times ``steps`` more env steps. ``counters`` maps a
+    result to (env steps sampled, work counter); returns both deltas, the wall, and the wall of
+    that first policy iteration."""
     steps0, work0 = counters(algo.train())
     while steps0 < WARMUP:
         steps0, work0 = counters(algo.train())
     t0 = time.perf_counter()
+    steps0, work0 = counters(algo.train())
+    first_policy_iteration_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     steps1, work1 = steps0, work0
     while steps1 < steps0 + steps:
         steps1, work1 = counters(algo.train())
-    return steps1 - steps0, work1 - work0, time.perf_counter() - t0
+    return steps1 - steps0, work1 - work0, time.perf_counter() - t0, first_policy_iteration_s
 
 
-def spikerl_ray_rate(policy: str, steps: int, backend: str = "fused") -> dict:
+# spikerl-ray's configurations: the defaults, and the fast options (compiled networks, bf16).
+SPIKERL_RAY_RUNS: dict[str, dict] = {
+    "spikerl_ray_spikerl": {"policy": "spikerl"},
+    "spikerl_ray_spikerl_compiled": {"policy": "spikerl", "spiking_backend": "torch",
+                                     "compile": True},
+    "spikerl_ray_spikerl_compiled_bf16": {"policy": "spikerl", "spiking_backend": "torch",
+                                          "compile": True, "precision": "bf16"},
+    "spikerl_ray_ann": {"policy": "ann"},
+}
+# Not in the default set: overlapped sampling with one remote env runner (pays off only where
+# the runner has cores of its own; see docs/performance.md).
+OPTIONAL_RUNS: dict[str, dict] = {
+    "spikerl_ray_spikerl_compiled_async": {"policy": "spikerl", "spiking_backend": "torch",
+                                           "compile": True, "env_runners": 1,
+                                           "async_sampling": True},
+    "spikerl_ray_spikerl_compiled_bf16_async": {"policy": "spikerl", "spiking_backend": "torch",
+                                                "compile": True, "precision": "bf16",
+                                                "env_runners": 1, "async_sampling": True},
+}
+PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
+
+
+def spikerl_ray_rate(steps: int, **settings) -> dict:
+    """``settings``: :class:`~spikerl_ray.run.RunSettings` fields (policy, compile, ...)."""
     from spikerl_ray.run import RunSettings, build_config
 
-    config = (build_config(RunSettings(policy=policy, env=ENV, warmup_steps=WARMUP))
+    # Each configuration compiles afresh, as in its own process (compiled code of an earlier
+    # configuration would count against torch.compile's recompilation limit).
+    torch._dynamo.reset()
+    config = (build_config(RunSettings(env=ENV, warmup_steps=WARMUP, **settings))
               .training(num_steps_sampled_before_learning_starts=WARMUP,
-                        spiking_backend=backend, replay_capacity=100_000)
+                        replay_capacity=100_000)
               .evaluation(evaluation_interval=None))
     algo = config.build_algo()
     try:
@@ -60,11 +92,11 @@ def spikerl_ray_rate(policy: str, steps: int, backend: str = "fused") -> dict:
             return (int(result["num_env_steps_sampled_lifetime"]),
                     int(learner.get("num_gradient_updates_lifetime", 0)))
 
-        measured, updates, wall = _measure(algo, counters, steps)
+        measured, updates, wall, first = _measure(algo, counters, steps)
     finally:
         algo.stop()
     return {"env_steps_per_s": measured / wall, "updates_per_env_step": updates / measured,
-            "measured_env_steps": measured}
+            "measured_env_steps": measured, "first_policy_iteration_s": first}
 
 
 def sb3_td3_rate(steps: int) -> dict:
@@ -106,11 +138,11 @@ def rllib_sac_rate(steps: int) -> dict:
                 "num_env_steps_trained_lifetime", 0)
             return int(result["num_env_steps_sampled_lifetime"]), int(trained)
 
-        measured, trained, wall = _measure(algo, counters, steps)
+        measured, trained, wall, first = _measure(algo, counters, steps)
     finally:
         algo.stop()
     return {"env_steps_per_s": measured / wall, "updates_per_env_step": trained / 100 / measured,
-            "measured_env_steps": measured}
+            "measured_env_steps": measured, "first_policy_iteration_s": first}
 
 
 def reference_loop_rate(steps: int) -> dict:
@@ -170,6 +202,8 @@ def reference_loop_rate(steps: int) -> dict:
 
 # ------------------------------------------------------------------ actor forward + backward
 def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
+    """Spiking actor forward + backward: per-timestep reference, batched timesteps (torch
+    backend), fused BPTT, and torch.compile of the torch backend (fp32, and bf16 autocast)."""
     from policies import build_actor
     from policies.reference import ReferenceActor
 
@@ -177,28 +211,39 @@ def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
     for batch in batches:
         obs = torch.randn(batch, 17, generator=torch.Generator().manual_seed(0))
         torch.manual_seed(0)
-        nets = {"reference_per_timestep": ReferenceActor(build_actor("spikerl", 17, 6)),
-                "torch_batched_timesteps": build_actor("spikerl", 17, 6, backend="torch"),
-                "fused": build_actor("spikerl", 17, 6, backend="fused")}
+        compiled = build_actor("spikerl", 17, 6, backend="torch")
+        compiled.compile(dynamic=False)
+        nets = {"reference_per_timestep": (ReferenceActor(build_actor("spikerl", 17, 6)),
+                                           False),
+                "torch_batched_timesteps": (build_actor("spikerl", 17, 6, backend="torch"),
+                                            False),
+                "fused": (build_actor("spikerl", 17, 6, backend="fused"), False),
+                "compiled": (compiled, False), "compiled_bf16": (compiled, True)}
         reps = 50 if batch <= 100 else 5
-        for name, net in nets.items():
-            for _ in range(3):
-                net(obs).sum().backward()
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                net(obs).sum().backward()
+        for name, (net, bf16) in nets.items():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                for _ in range(3):  # warm-up (and compilation)
+                    net(obs).float().sum().backward()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    net(obs).float().sum().backward()
             out[f"{name}_batch{batch}_ms"] = (time.perf_counter() - t0) / reps * 1000
-        out[f"fused_speedup_batch{batch}"] = (out[f"reference_per_timestep_batch{batch}_ms"]
-                                              / out[f"fused_batch{batch}_ms"])
+        for name in ("fused", "compiled", "compiled_bf16"):
+            out[f"{name}_speedup_batch{batch}"] = (
+                out[f"reference_per_timestep_batch{batch}_ms"] / out[f"{name}_batch{batch}_ms"])
     return out
 
 
 # --------------------------------------------------------------------------------- sampling
-def sampling_vs_raw(num_envs: int, seconds: float) -> dict:
+def sampling_vs_raw(num_envs: int, seconds: float, compile: bool) -> dict:
+    """One remote env runner acting with the spiking actor vs random stepping of the same
+    vector env; ``compile``: the runner's actor compiled (torch backend) or fused (default)."""
     from spikerl_ray.run import RunSettings, build_config
 
+    backend = "torch" if compile else "fused"
     algo = build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1,
-                                    envs_per_runner=num_envs, warmup_steps=0)).build_algo()
+                                    envs_per_runner=num_envs, warmup_steps=0,
+                                    spiking_backend=backend, compile=compile)).build_algo()
     try:
         algo._sample_fragments(False)
         steps, t0 = 0, time.perf_counter()
@@ -215,7 +260,8 @@ def sampling_vs_raw(num_envs: int, seconds: float) -> dict:
         steps += num_envs
     raw = steps / (time.perf_counter() - t0)
     envs.close()
-    return {"num_envs": num_envs, "env_runner_steps_per_s": runner,
+    return {"num_envs": num_envs, "actor": "compiled" if compile else "fused",
+            "env_runner_steps_per_s": runner,
             "raw_random_steps_per_s": raw, "fraction_of_raw": runner / raw}
 
 
@@ -261,9 +307,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--parts", nargs="+", default=["e2e", "actor", "sampling", "memory"])
-    p.add_argument("--peers", nargs="+",
-                   default=["spikerl_ray_spikerl", "spikerl_ray_ann", "sb3_td3", "rllib_sac",
-                            "reference_loop"])
+    p.add_argument("--peers", nargs="+", default=[*SPIKERL_RAY_RUNS, *PEERS],
+                   choices=[*SPIKERL_RAY_RUNS, *OPTIONAL_RUNS, *PEERS])
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
@@ -278,19 +323,20 @@ def main() -> None:
     if "e2e" in args.parts or "sampling" in args.parts:
         ray.init(include_dashboard=False, log_to_driver=False)
     if "e2e" in args.parts:
-        runs = {"spikerl_ray_spikerl": lambda: spikerl_ray_rate("spikerl", args.steps),
-                "spikerl_ray_ann": lambda: spikerl_ray_rate("ann", args.steps),
-                "sb3_td3": lambda: sb3_td3_rate(args.steps),
-                "rllib_sac": lambda: rllib_sac_rate(args.steps),
-                "reference_loop": lambda: reference_loop_rate(args.steps)}
-        e2e = {name: runs[name]() for name in args.peers}
-        ours = e2e.get("spikerl_ray_spikerl", {}).get("env_steps_per_s")
-        if ours:
-            e2e["ratios"] = {f"spikerl_ray_spikerl_over_{k}": ours / v["env_steps_per_s"]
-                             for k, v in e2e.items() if k != "spikerl_ray_spikerl"}
+        peers = {"sb3_td3": sb3_td3_rate, "rllib_sac": rllib_sac_rate,
+                 "reference_loop": reference_loop_rate}
+        configs = SPIKERL_RAY_RUNS | OPTIONAL_RUNS
+        e2e = {name: (spikerl_ray_rate(args.steps, **configs[name]) if name in configs
+                      else peers[name](args.steps))
+               for name in args.peers}
+        e2e["ratios"] = {f"{ours}_over_{peer}": e2e[ours]["env_steps_per_s"]
+                                                / e2e[peer]["env_steps_per_s"]
+                         for ours in e2e if ours.startswith("spikerl_ray_spikerl")
+                         for peer in PEERS if peer in e2e}
         report["end_to_end"] = e2e
     if "sampling" in args.parts:
-        report["sampling"] = [sampling_vs_raw(n, 10.0) for n in (1, 8)]
+        report["sampling"] = [sampling_vs_raw(n, 10.0, compile)
+                              for compile in (False, True) for n in (1, 8)]
     if ray.is_initialized():
         ray.shutdown()
     if "memory" in args.parts:

@@ -87,3 +87,17 @@ def test_bf16_allreduce_hook_is_registered_and_learners_agree(ray_session):
         assert all(torch.equal(a[k], b[k]) for k in a)
     finally:
         algo.stop()
+
+
+def test_compiled_networks_under_ddp_stay_identical(ray_session):
+    algo = _config().training(spiking_backend="torch", compile_networks=True).build_algo()
+    try:
+        before = _states(algo)[0]
+        for _ in range(2):
+            result = algo.train()
+        assert result["learners"]["default_policy"]["num_gradient_updates_lifetime"] > 0
+        first, second = _states(algo)
+        assert any(not torch.equal(before[k], first[k]) for k in before)
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    finally:
+        algo.stop()
