@@ -59,7 +59,8 @@ class TD3TorchLearner(TorchLearner):
             critic_optim=self.get_optimizer(DEFAULT_MODULE_ID, "critic"),
             hp=TD3Hyperparams(gamma=cfg.gamma, tau=cfg.tau, policy_noise=cfg.target_noise,
                               noise_clip=cfg.target_noise_clip, policy_delay=cfg.policy_delay),
-            precision=cfg.precision, critic_for_actor_loss=module.critic)
+            precision=cfg.precision, critic_for_actor_loss=module.critic,
+            compile=cfg.compile_networks)
 
     @property
     def data_parallel(self) -> bool:
