@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--spiking-backend torch; the first update compiles for seconds)")
     t.add_argument("--async-sampling", action="store_true",
                    help="remote env runners sample while the learners train (needs "
-                   "--env-runners >= 1; actions use weights one iteration older)")
+                   "--env-runners >= 1; actions use weights one training step older)")
     t.add_argument("--warmup-steps", type=_non_negative_int, default=10_000,
                    help="env steps acting uniformly at random first (PopSAN: 10000)")
     t.add_argument("--eval-every", type=_positive_int, default=5,

@@ -8,7 +8,7 @@ an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from unittest import mock
 
@@ -125,10 +125,10 @@ class TD3Config(AlgorithmConfig):
             actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
             spiking_backend: ``fused`` (hand-written BPTT, the default) or ``torch`` (the
                 plain autograd reference); both compute the same values.
-            compile_networks: compile the actor, critic and targets (learners) and the
-                acting actor (env runners) with ``torch.compile``; pair it with
-                ``spiking_backend="torch"``, whose plain ops the compiler fuses best. The
-                first update and the first action compile (seconds).
+            compile_networks: compile with ``torch.compile`` the actor, critic and targets
+                and each TD3 loss as one graph (learners), and the acting actor (env
+                runners); pair it with ``spiking_backend="torch"``, whose plain ops the
+                compiler fuses best. The first update and the first action compile (seconds).
             critic_hiddens: hidden sizes of each twin Q MLP.
             actor_lr, critic_lr: Adam learning rates (PopSAN: 1e-4 and 1e-3).
             tau: Polyak coefficient of the target update (0.005).
@@ -146,7 +146,7 @@ class TD3Config(AlgorithmConfig):
                 learners; None lets RLlib pick (NCCL with GPUs, Gloo without).
             async_sampling: remote env runners sample the next fragment while the learners
                 train on the last one (needs ``num_env_runners >= 1``). The weights a runner
-                acts with are then one iteration older than without it.
+                acts with are then one training step older than without it.
         """
         super().training(**kwargs)
         for name, value in locals().items():
@@ -249,7 +249,7 @@ def shard_transitions(fragments: list[dict[str, np.ndarray]], num_shards: int
     return [{k: parts[k][i] for k in TRANSITION_KEYS} for i in range(num_shards)]
 
 
-def _sampler(random_actions: bool) -> Any:
+def _sampler(random_actions: bool) -> Callable[[Any], tuple[dict, dict]]:
     """What an env runner runs for one fragment: its transitions and its metrics."""
     def sample(runner: Any) -> tuple[dict, dict]:
         return runner.sample_transitions(random_actions=random_actions), runner.get_metrics()
