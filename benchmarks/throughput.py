@@ -53,23 +53,19 @@ def _measure(algo, counters, steps: int) -> tuple[int, int, float, float]:
 
 
 # spikerl-ray's configurations: the defaults, and the fast options (compiled networks, bf16).
+COMPILED = {"policy": "spikerl", "spiking_backend": "torch", "compile": True}
 SPIKERL_RAY_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl": {"policy": "spikerl"},
-    "spikerl_ray_spikerl_compiled": {"policy": "spikerl", "spiking_backend": "torch",
-                                     "compile": True},
-    "spikerl_ray_spikerl_compiled_bf16": {"policy": "spikerl", "spiking_backend": "torch",
-                                          "compile": True, "precision": "bf16"},
+    "spikerl_ray_spikerl_compiled": COMPILED,
+    "spikerl_ray_spikerl_compiled_bf16": COMPILED | {"precision": "bf16"},
     "spikerl_ray_ann": {"policy": "ann"},
 }
 # Not in the default set: overlapped sampling with one remote env runner (pays off only where
 # the runner has cores of its own; see docs/performance.md).
+ASYNC = {"env_runners": 1, "async_sampling": True}
 OPTIONAL_RUNS: dict[str, dict] = {
-    "spikerl_ray_spikerl_compiled_async": {"policy": "spikerl", "spiking_backend": "torch",
-                                           "compile": True, "env_runners": 1,
-                                           "async_sampling": True},
-    "spikerl_ray_spikerl_compiled_bf16_async": {"policy": "spikerl", "spiking_backend": "torch",
-                                                "compile": True, "precision": "bf16",
-                                                "env_runners": 1, "async_sampling": True},
+    "spikerl_ray_spikerl_compiled_async": COMPILED | ASYNC,
+    "spikerl_ray_spikerl_compiled_bf16_async": COMPILED | {"precision": "bf16"} | ASYNC,
 }
 PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 
