@@ -1,9 +1,10 @@
 """Actor networks by name: ``spikerl``, ``popsan``, ``dsrl`` and ``ann``.
 
 Every actor maps (already normalized) observations ``(batch, obs_dim)`` to actions in
-``(-1, 1)``; the caller scales them to the action bounds. Spiking actors can also return the
-number of spikes each layer emitted, for firing rates and energy estimates; counting is skipped
-unless asked for.
+``(-1, 1)``; the caller scales them to the action bounds. With ``squash=False`` an actor returns
+the values before its final tanh instead (for a pre-tanh penalty, saturation statistics and
+distribution heads). Spiking actors can also return the number of spikes each layer emitted, for
+firing rates and energy estimates; counting is skipped unless asked for.
 """
 
 from __future__ import annotations
@@ -61,10 +62,16 @@ class SpikingActor(nn.Module):
         self.readout = readout
         self.layer_names = layer_names
 
-    def forward(self, obs: torch.Tensor, return_spikes: bool = False
+    @property
+    def timesteps(self) -> int:
+        """T, the number of timesteps the network runs per observation."""
+        return int(self.encoder.timesteps)
+
+    def forward(self, obs: torch.Tensor, return_spikes: bool = False, squash: bool = True
                 ) -> torch.Tensor | tuple[torch.Tensor, SpikeCounts]:
-        """Actions in (-1, 1); with ``return_spikes`` also the spike count of each layer,
-        summed over time and batch, as a tensor per neuron (divide by T x batch for rates)."""
+        """Actions in (-1, 1) (pre-tanh values if not ``squash``); with ``return_spikes`` also
+        the spike count of each layer, summed over time and batch, as a tensor per neuron
+        (divide by T x batch for rates)."""
         x = self.encoder(obs)
         counts: SpikeCounts = {}
         if return_spikes and isinstance(self.encoder, PopulationEncoder):
@@ -74,6 +81,8 @@ class SpikingActor(nn.Module):
             if return_spikes:
                 counts[name] = x.detach().sum(dim=(0, 1))
         action = self.readout(x)
+        if squash:
+            action = torch.tanh(action)
         return (action, counts) if return_spikes else action
 
 
@@ -87,25 +96,30 @@ class MLPActor(nn.Module):
         for h in hidden:
             layers += [nn.Linear(last, h), nn.ReLU()]
             last = h
-        layers += [nn.Linear(last, act_dim), nn.Tanh()]
+        layers.append(nn.Linear(last, act_dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, obs: torch.Tensor, return_spikes: bool = False
+    def forward(self, obs: torch.Tensor, return_spikes: bool = False, squash: bool = True
                 ) -> torch.Tensor | tuple[torch.Tensor, SpikeCounts]:
         action = self.net(obs)
+        if squash:
+            action = torch.tanh(action)
         return (action, {}) if return_spikes else action
 
 
 def popsan_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
                  encoder_pop: int = 10, decoder_pop: int = 10, timesteps: int = 5,
-                 deterministic_encoder: bool = True, backend: str = "torch") -> SpikingActor:
+                 deterministic_encoder: bool = True, surrogate: str = "rect",
+                 backend: str = "torch") -> SpikingActor:
     """PopSAN (CoRL 2020): population encoder (10 per input), 256-256 current-based LIF,
-    an LIF output population (10 per action) and a learned rate decoder; T = 5.
-    ``backend``: ``"torch"`` (plain autograd) or ``"fused"`` (hand-written BPTT)."""
+    an LIF output population (10 per action) and a learned rate decoder; T = 5; PopSAN's
+    rectangular surrogate gradient. ``backend``: ``"torch"`` (plain autograd) or ``"fused"``
+    (hand-written BPTT)."""
     encoder = PopulationEncoder(obs_dim, encoder_pop, timesteps,
                                 deterministic=deterministic_encoder, backend=backend)
     sizes = [encoder.out_features, *hidden, act_dim * decoder_pop]
-    layers = [CurrentLIF(a, b, backend=backend) for a, b in zip(sizes[:-1], sizes[1:])]
+    layers = [CurrentLIF(a, b, backend=backend, surrogate=surrogate)
+              for a, b in zip(sizes[:-1], sizes[1:])]
     names = [f"hidden{i}" for i in range(len(hidden))] + ["output"]
     return SpikingActor(encoder, layers, PopulationDecoder(act_dim, decoder_pop), names)
 

@@ -14,8 +14,10 @@ from policies.actors import SpikingActor
 from policies.spiking import CurrentLIF, reference_lif_step
 
 
-def reference_forward(actor: SpikingActor, obs: torch.Tensor) -> torch.Tensor:
-    """``actor(obs)`` computed timestep by timestep (LIF layers only; PopSAN and SpikeRL)."""
+def reference_forward(actor: SpikingActor, obs: torch.Tensor, squash: bool = True
+                      ) -> torch.Tensor:
+    """``actor(obs, squash=squash)`` computed timestep by timestep (LIF layers only; PopSAN
+    and SpikeRL)."""
     spikes_in = actor.encoder(obs)
     layers: list[CurrentLIF] = list(actor.layers)  # type: ignore[arg-type]
     states = [tuple(torch.zeros(obs.shape[0], layer.fc.out_features, dtype=obs.dtype,
@@ -25,11 +27,12 @@ def reference_forward(actor: SpikingActor, obs: torch.Tensor) -> torch.Tensor:
         x = spikes_in[t]
         for i, layer in enumerate(layers):
             c, v, s = reference_lif_step(*states[i], layer.fc(x), layer.cdecay, layer.vdecay,
-                                         layer.threshold, layer.window)
+                                         layer.threshold, layer.window, layer.surrogate)
             states[i] = (c, v, s)
             x = s
         out_spikes.append(x)
-    return actor.readout(torch.stack(out_spikes))
+    pre = actor.readout(torch.stack(out_spikes))
+    return torch.tanh(pre) if squash else pre
 
 
 class ReferenceActor(nn.Module):
@@ -39,5 +42,5 @@ class ReferenceActor(nn.Module):
         super().__init__()
         self.actor = actor
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return reference_forward(self.actor, obs)
+    def forward(self, obs: torch.Tensor, squash: bool = True) -> torch.Tensor:
+        return reference_forward(self.actor, obs, squash)

@@ -30,6 +30,24 @@ POPSAN_VDECAY = 0.75
 POPSAN_VTH = 0.5
 # PopSAN rectangular pseudo-gradient: 1 where |v - vth| < 0.5.
 POPSAN_GRAD_WINDOW = 0.5
+# Surrogate gradients of the spike function: PopSAN's rectangle, which passes nothing to a
+# neuron farther than ``window`` from threshold, or an arctangent (SpikingJelly's ``ATan``)
+# scaled to the same height (1) and area (2 x window), which never passes exactly zero.
+SURROGATES = ("rect", "atan")
+
+
+def surrogate_grad(v: torch.Tensor, threshold: float, window: float, kind: str) -> torch.Tensor:
+    """d spike / d v: ``1[|v - th| < window]`` (``rect``) or
+    ``1 / (1 + (pi (v - th) / (2 window))^2)`` (``atan``: same peak and area, no dead zone)."""
+    if kind == "rect":
+        return (v - threshold).abs().lt(window).to(v.dtype)
+    return 1.0 / (1.0 + ((v - threshold) * (math.pi / (2.0 * window))).square())
+
+
+def _check_surrogate(kind: str) -> str:
+    if kind not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {SURROGATES}, got {kind!r}")
+    return kind
 
 
 class _StraightThroughSpike(torch.autograd.Function):
@@ -44,21 +62,20 @@ class _StraightThroughSpike(torch.autograd.Function):
         return grad, None
 
 
-class _RectSurrogateSpike(torch.autograd.Function):
-    """Heaviside forward; backward 1 inside ``|v - threshold| < window``, 0 outside."""
+class _SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward; backward the surrogate gradient of :func:`surrogate_grad`."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, threshold: float, window: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, v: torch.Tensor, threshold: float, window: float,  # type: ignore[override]
+                kind: str) -> torch.Tensor:
         ctx.save_for_backward(v)
-        ctx.threshold = threshold
-        ctx.window = window
+        ctx.consts = (threshold, window, kind)
         return (v > threshold).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (v,) = ctx.saved_tensors
-        inside = (v - ctx.threshold).abs() < ctx.window
-        return grad * inside.to(grad.dtype), None, None
+        return grad * surrogate_grad(v, *ctx.consts).to(grad.dtype), None, None, None
 
 
 def straight_through_spike(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -66,9 +83,11 @@ def straight_through_spike(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return _StraightThroughSpike.apply(x, threshold)
 
 
-def rect_spike(v: torch.Tensor, threshold: float, window: float) -> torch.Tensor:
-    """Spikes where ``v > threshold``; rectangular pseudo-gradient of half-width ``window``."""
-    return _RectSurrogateSpike.apply(v, threshold, window)
+def surrogate_spike(v: torch.Tensor, threshold: float, window: float,
+                    kind: str = "rect") -> torch.Tensor:
+    """Spikes where ``v > threshold``; the ``kind`` surrogate gradient (see
+    :func:`surrogate_grad`)."""
+    return _SurrogateSpike.apply(v, threshold, window, kind)
 
 
 BACKENDS = ("torch", "fused")
@@ -113,14 +132,14 @@ class _FusedCurrentLIF(torch.autograd.Function):
     """The current-based LIF recurrence over T steps with hand-written BPTT.
 
     Forward, per step: ``c = a c + I;  v = b v (1 - s) + c;  s = (v > th)``.
-    Backward, from the last step down (``h`` the rectangular pseudo-gradient at ``v_t``):
+    Backward, from the last step down (``h`` the surrogate gradient at ``v_t``):
     ``g_s = dL/ds_t - b v_t g_v'``, ``g_v = g_s h + b (1 - s_t) g_v'``, ``g_c = g_v + a g_c'``,
     ``dL/dI_t = g_c``, where primes are the values of step ``t + 1``.
     """
 
     @staticmethod
     def forward(ctx, synaptic: torch.Tensor, cdecay: float, vdecay: float,  # type: ignore[override]
-                threshold: float, window: float) -> torch.Tensor:
+                threshold: float, window: float, surrogate: str) -> torch.Tensor:
         spikes = torch.empty_like(synaptic)
         volts = torch.empty_like(synaptic)
         current = torch.zeros_like(synaptic[0])
@@ -133,24 +152,24 @@ class _FusedCurrentLIF(torch.autograd.Function):
             volts[t] = volt
             torch.gt(volt, threshold, out=spikes[t])
         ctx.save_for_backward(volts, spikes)
-        ctx.consts = (cdecay, vdecay, threshold, window)
+        ctx.consts = (cdecay, vdecay, threshold, window, surrogate)
         return spikes
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         volts, spikes = ctx.saved_tensors
-        cdecay, vdecay, threshold, window = ctx.consts
+        cdecay, vdecay, threshold, window, surrogate = ctx.consts
         g_syn = torch.empty_like(grad)
         g_v = torch.zeros_like(grad[0])
         g_c = torch.zeros_like(grad[0])
         for t in range(grad.shape[0] - 1, -1, -1):
             v, s = volts[t], spikes[t]
             g_s = grad[t] - vdecay * v * g_v
-            inside = (v - threshold).abs_().lt_(window).to(grad.dtype)
-            g_v = g_s * inside + vdecay * (1.0 - s) * g_v
+            h = surrogate_grad(v, threshold, window, surrogate).to(grad.dtype)
+            g_v = g_s * h + vdecay * (1.0 - s) * g_v
             g_c = g_v + cdecay * g_c
             g_syn[t] = g_c
-        return g_syn, None, None, None, None
+        return g_syn, None, None, None, None, None
 
 
 class PopulationEncoder(nn.Module):
@@ -219,6 +238,7 @@ def reference_lif_step(
     vdecay: float = POPSAN_VDECAY,
     threshold: float = POPSAN_VTH,
     window: float = POPSAN_GRAD_WINDOW,
+    surrogate: str = "rect",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One timestep of PopSAN's current-based LIF neuron, written as in the PopSAN code.
 
@@ -226,7 +246,7 @@ def reference_lif_step(
     """
     current = current * cdecay + synaptic_input
     volt = volt * vdecay * (1.0 - spike) + current
-    spike = rect_spike(volt, threshold, window)
+    spike = surrogate_spike(volt, threshold, window, surrogate)
     return current, volt, spike
 
 
@@ -235,6 +255,7 @@ class CurrentLIF(nn.Module):
 
     Input and output are spike trains ``(T, batch, features)``. The synaptic input of all ``T``
     timesteps is one matrix product; the membrane recurrence then loops over ``T``.
+    ``surrogate`` picks the pseudo-gradient: ``rect`` (PopSAN) or ``atan``.
     """
 
     def __init__(
@@ -246,18 +267,20 @@ class CurrentLIF(nn.Module):
         threshold: float = POPSAN_VTH,
         window: float = POPSAN_GRAD_WINDOW,
         backend: str = "torch",
+        surrogate: str = "rect",
     ) -> None:
         super().__init__()
         self.fc = nn.Linear(in_features, out_features)
         self.cdecay, self.vdecay = cdecay, vdecay
         self.threshold, self.window = threshold, window
         self.backend = _check_backend(backend)
+        self.surrogate = _check_surrogate(surrogate)
 
     def forward(self, spikes_in: torch.Tensor) -> torch.Tensor:
         synaptic = self.fc(spikes_in)  # one GEMM over (T x batch)
         if self.backend == "fused":
             return _FusedCurrentLIF.apply(synaptic, self.cdecay, self.vdecay, self.threshold,
-                                          self.window)
+                                          self.window, self.surrogate)
         current = torch.zeros_like(synaptic[0])
         volt = torch.zeros_like(current)
         spike = torch.zeros_like(current)
@@ -265,7 +288,7 @@ class CurrentLIF(nn.Module):
         for t in range(synaptic.shape[0]):
             current, volt, spike = reference_lif_step(
                 current, volt, spike, synaptic[t], self.cdecay, self.vdecay,
-                self.threshold, self.window,
+                self.threshold, self.window, self.surrogate,
             )
             out.append(spike)
         return torch.stack(out)
@@ -274,8 +297,9 @@ class CurrentLIF(nn.Module):
 class PopulationDecoder(nn.Module):
     """PopSAN's decoder: per action, a learned weighted sum of its population's firing rates.
 
-    Input: output-layer spikes ``(T, batch, act_dim * pop_dim)``; output in (-1, 1) after tanh
-    (callers scale by the action limit). Weights use the default init of PopSAN's grouped Conv1d.
+    Input: output-layer spikes ``(T, batch, act_dim * pop_dim)``; output: the pre-tanh value of
+    each action (the actor applies the tanh; callers scale by the action limit). Weights use the
+    default init of PopSAN's grouped Conv1d.
     """
 
     def __init__(self, act_dim: int, pop_dim: int = 10) -> None:
@@ -287,7 +311,7 @@ class PopulationDecoder(nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         rates = spikes.mean(dim=0).reshape(-1, self.act_dim, self.pop_dim)
-        return torch.tanh((rates * self.weight).sum(-1) + self.bias)
+        return (rates * self.weight).sum(-1) + self.bias
 
 
 class TwoNeuronEncoder(nn.Module):
@@ -315,7 +339,7 @@ class TwoNeuronEncoder(nn.Module):
 class IntegratorReadout(nn.Module):
     """DSRL's output: non-spiking neurons integrating input; membrane potential after T steps.
 
-    ``i = alpha*i + W s;  v = beta*v + i``; returns ``tanh(v_T)``.
+    ``i = alpha*i + W s;  v = beta*v + i``; returns ``v_T`` (the actor applies the tanh).
     """
 
     def __init__(self, in_features: int, out_features: int, alpha: float = 0.5,
@@ -331,4 +355,4 @@ class IntegratorReadout(nn.Module):
         for t in range(synaptic.shape[0]):
             current = self.alpha * current + synaptic[t]
             volt = self.beta * volt + current
-        return torch.tanh(volt)
+        return volt

@@ -16,18 +16,20 @@ from policies.reference import ReferenceActor
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
-def _pair(name: str, obs_dim: int = 17, act_dim: int = 6):
+def _pair(name: str, obs_dim: int = 17, act_dim: int = 6, **kwargs):
     torch.manual_seed(0)
-    ref = build_actor(name, obs_dim, act_dim, backend="torch")
-    fast = build_actor(name, obs_dim, act_dim, backend="fused")
+    ref = build_actor(name, obs_dim, act_dim, backend="torch", **kwargs)
+    fast = build_actor(name, obs_dim, act_dim, backend="fused", **kwargs)
     fast.load_state_dict(ref.state_dict())
     return ref, fast
 
 
-@pytest.mark.parametrize("name", ["spikerl", "dsrl"])
+@pytest.mark.parametrize("name, kwargs", [("spikerl", {}), ("dsrl", {}),
+                                          ("spikerl", {"surrogate": "atan"})],
+                         ids=["spikerl", "dsrl", "spikerl-atan"])
 @pytest.mark.parametrize("batch", [1, 100, 1024])
-def test_fused_matches_reference_fp32(name, batch):
-    ref, fast = _pair(name)
+def test_fused_matches_reference_fp32(name, kwargs, batch):
+    ref, fast = _pair(name, **kwargs)
     obs = torch.randn(batch, 17, generator=torch.Generator().manual_seed(batch))
     out_ref, out_fast = ref(obs), fast(obs)
     assert torch.allclose(out_fast, out_ref, atol=TOL[torch.float32], rtol=0)

@@ -12,7 +12,7 @@ from policies.spiking import (
     PopulationDecoder,
     PopulationEncoder,
     TwoNeuronEncoder,
-    rect_spike,
+    surrogate_spike,
     reference_lif_step,
 )
 
@@ -41,10 +41,23 @@ def test_lif_dynamics_match_hand_computation():
 
 def test_rect_pseudo_gradient_window():
     v = torch.tensor([-0.1, 0.01, 0.5, 0.99, 1.01, 2.0], requires_grad=True)
-    s = rect_spike(v, 0.5, 0.5)
+    s = surrogate_spike(v, 0.5, 0.5, "rect")
     assert s.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     s.sum().backward()
     assert v.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_atan_surrogate_has_rect_height_and_area_but_no_dead_zone():
+    from policies.spiking import surrogate_grad
+
+    v = torch.tensor([0.5, 1.5, -2.0, 10.0])
+    h = surrogate_grad(v, 0.5, 0.5, "atan")
+    assert h[0].item() == pytest.approx(1.0)
+    assert (h > 0).all()  # far from threshold the gradient is small, never exactly zero
+    assert surrogate_grad(v, 0.5, 0.5, "rect").tolist() == [1.0, 0.0, 0.0, 0.0]
+    grid = torch.linspace(-2000, 2000, 4_000_001, dtype=torch.float64)
+    area = torch.trapezoid(surrogate_grad(grid, 0.0, 0.5, "atan"), grid).item()
+    assert area == pytest.approx(1.0, abs=1e-3)  # the rectangle's area, 2 x window
 
 
 def test_deterministic_encoder_on_known_inputs():
@@ -87,15 +100,15 @@ def test_gradients_reach_encoder_means_and_stds(deterministic):
     assert enc.std.grad is not None and enc.std.grad.abs().sum() > 0
 
 
-def test_decoder_is_weighted_rate_sum_then_tanh():
+def test_decoder_is_weighted_rate_sum():
     dec = PopulationDecoder(act_dim=2, pop_dim=2)
     with torch.no_grad():
         dec.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.5]]))
         dec.bias.copy_(torch.tensor([0.0, 0.1]))
     spikes = torch.tensor([[[1.0, 0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0, 1.0]]])  # (T=2, B=1, 4)
     # rates: [1, 0.5] and [0.5, 1] -> 0.5 and 0.75 + 0.1
-    out = dec(spikes)
-    assert out.flatten().tolist() == pytest.approx([math.tanh(0.5), math.tanh(0.85)])
+    out = dec(spikes)  # pre-tanh: the actor squashes
+    assert out.flatten().tolist() == pytest.approx([0.5, 0.85])
 
 
 def test_two_neuron_encoder_splits_sign():

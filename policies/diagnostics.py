@@ -1,0 +1,82 @@
+"""Health statistics of an actor on a batch of observations, and the collapse detector.
+
+A spiking actor can collapse to a constant action: its output population saturates (every
+neuron either silent or firing at every timestep for every observation), so the decoded action
+no longer depends on the observation, and a surrogate gradient with a dead zone (PopSAN's
+rectangle) passes nothing back through it (docs/learning_quality.md). These statistics make
+that visible every training iteration; they cost one forward pass without gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+# Layers whose statistics are reported (a PopSAN actor's; DSRL has no "output", the ANN none).
+REPORTED_LAYERS = ("hidden0", "hidden1", "output")
+# |pre-tanh| above 3 means tanh > 0.995: the action sits at its bound and its gradient through
+# the tanh is under 1% of its value at 0 (the issue measured two thirds beyond 3 when collapsed).
+PRE_TANH_SATURATED = 3.0
+# The detector's default: warn when at least this fraction of the output population is
+# saturated (silent or always firing over the whole batch). Collapsed runs measured 1.0.
+OUTPUT_SATURATION_WARNING = 0.9
+
+
+def statistic_names() -> tuple[str, ...]:
+    """Names of the statistics :func:`actor_statistics` can return, in report order."""
+    per_layer = tuple(f"{kind}_{layer}" for layer in REPORTED_LAYERS
+                      for kind in ("rate", "silent", "always"))
+    return per_layer + ("action_std", "pre_tanh_abs", "pre_tanh_saturated")
+
+
+@torch.no_grad()
+def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+                     obs: torch.Tensor, timesteps: int | None) -> dict[str, float]:
+    """Statistics of ``actor`` (an actor of :mod:`policies.actors`, or its ``forward``) on
+    normalized observations ``(batch, obs_dim)``; ``timesteps`` is its T (None for an ANN):
+
+    - ``rate_L``: mean firing rate of layer ``L`` (spikes per neuron per timestep);
+    - ``silent_L`` / ``always_L``: fraction of ``L``'s neurons that never fire / fire at every
+      timestep, over the whole batch (spiking actors only);
+    - ``action_std``: the spread of the actions over the observations (std per action
+      dimension, averaged); near 0 means a constant action;
+    - ``pre_tanh_abs`` and ``pre_tanh_saturated``: mean ``|u|`` of the pre-tanh outputs and the
+      fraction beyond :data:`PRE_TANH_SATURATED`.
+    """
+    pre, counts = actor(obs, return_spikes=True, squash=False)
+    pre = pre.float()
+    batch = obs.shape[0]
+    stats: dict[str, float] = {
+        "action_std": float(torch.tanh(pre).std(dim=0, unbiased=False).mean()),
+        "pre_tanh_abs": float(pre.abs().mean()),
+        "pre_tanh_saturated": float((pre.abs() > PRE_TANH_SATURATED).float().mean()),
+    }
+    for layer in REPORTED_LAYERS:
+        if layer not in counts or timesteps is None:
+            continue
+        c = counts[layer].float()
+        full = float(timesteps * batch)
+        stats[f"rate_{layer}"] = float(c.mean() / full)
+        stats[f"silent_{layer}"] = float((c == 0).float().mean())
+        stats[f"always_{layer}"] = float((c == full).float().mean())
+    return stats
+
+
+def output_saturation(stats: dict[str, float]) -> float:
+    """Fraction of the output population that is silent or always firing (nan without one)."""
+    if "silent_output" not in stats:
+        return math.nan
+    return stats["silent_output"] + stats["always_output"]
+
+
+def collapse_warning(stats: dict[str, float],
+                     threshold: float = OUTPUT_SATURATION_WARNING) -> str | None:
+    """A one-line warning when the output population is mostly saturated, else None."""
+    saturated = output_saturation(stats)
+    if not saturated >= threshold:  # also False for nan (no output population)
+        return None
+    return (f"{saturated:.0%} of the actor's output neurons are saturated (silent or firing at "
+            f"every timestep; action spread {stats.get('action_std', math.nan):.3f}): the "
+            "spiking actor may have collapsed to a constant action (docs/learning_quality.md)")
