@@ -1,16 +1,20 @@
-"""Learning benchmark: trains policies on one environment over several seeds, prints JSON.
+"""Learning benchmark: trains methods on one environment over several seeds, prints JSON.
 
-    python benchmarks/learning.py --policies spikerl ann --env HalfCheetah-v5 \
-        --steps 50000 --seeds 0 1
+    python benchmarks/learning.py --methods spikerl popsan ann --env Hopper-v5 \
+        --steps 50000 --seeds 0 1 2
 
-Each (policy, seed) is a real ``spikerl train`` run (same code path) in one local Ray session;
-the return is the final noise-free evaluation (10 episodes by default).
+Each (method, seed) is a real ``spikerl train`` run (same code path) in one local Ray session;
+the return is the final noise-free evaluation (10 episodes by default). Each run also reports
+the actor's health at the end (action spread, saturated fraction of the output population)
+and whether it collapsed to a constant action (:mod:`policies.diagnostics`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
 import statistics
 import sys
@@ -19,6 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from policies.diagnostics import output_saturation, statistic_names
+from spikerl_ray.methods import METHODS
 from spikerl_ray.run import RunSettings
 from spikerl_ray.training import init_ray, train
 
@@ -26,19 +34,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 
-def run_one(policy: str, env: str, steps: int, seed: int, out: Path, warmup: int,
-            eval_every: int, eval_episodes: int, **fast: Any) -> dict:
-    """One run; ``fast``: the speed options of RunSettings (spiking_backend, compile,
-    precision)."""
-    settings = RunSettings(policy=policy, env=env, seed=seed, warmup_steps=warmup,
-                           eval_every=eval_every, eval_episodes=eval_episodes, **fast)
+# A run counts as collapsed when its actions barely vary over observations at the end: an
+# action spread under 0.01 (collapsed runs measured 0.000; healthy ones 0.1-0.3).
+COLLAPSED_ACTION_STD = 0.01
+
+
+def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int,
+            eval_every: int, eval_episodes: int, **options: Any) -> dict:
+    """One run; ``options``: more RunSettings (spiking_backend, compile, precision,
+    pre_tanh_penalty)."""
+    settings = RunSettings(policy=METHODS[method].policy, method=method, env=env, seed=seed,
+                           warmup_steps=warmup, eval_every=eval_every,
+                           eval_episodes=eval_episodes, **options)
     t0 = time.perf_counter()
     train(settings, out, steps, force=True, progress=False)
     wall = time.perf_counter() - t0
     with (out / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))
     final = float(rows[-1]["eval_return_mean"])
+    health = {k: float(v) for k, v in rows[-1].items() if k in statistic_names() and v}
+    saturation = output_saturation(health)
     return {"seed": seed, "final_eval_return": final, "wall_s": wall,
+            "final_action_std": health["action_std"],
+            "final_output_saturation": None if math.isnan(saturation) else saturation,
+            "collapsed": health["action_std"] < COLLAPSED_ACTION_STD,
             "env_steps": int(rows[-1]["env_steps"]),
             "env_steps_per_s": int(rows[-1]["env_steps"]) / wall,
             "evals": [(int(r["env_steps"]), float(r["eval_return_mean"])) for r in rows
@@ -47,7 +66,7 @@ def run_one(policy: str, env: str, steps: int, seed: int, out: Path, warmup: int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policies", nargs="+", default=["spikerl", "ann"])
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["spikerl", "ann"])
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -56,29 +75,42 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--spiking-backend", choices=("fused", "torch"), default="fused")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="default: each method's own (spikerl bf16, others fp32)")
+    p.add_argument("--pre-tanh-penalty", type=float, default=None,
+                   help="override the methods' pre-tanh penalty (0: plain TD3 actor loss)")
+    p.add_argument("--actor-kwargs", type=json.loads, default={},
+                   help='actor constructor overrides as JSON, e.g. \'{"surrogate": "atan"}\'')
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of this process (to run benchmarks side by side)")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
     p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     init_ray(None)
     root = Path(args.out or tempfile.mkdtemp(prefix="spikerl-bench-"))
-    fast = {"spiking_backend": args.spiking_backend, "compile": args.compile,
-            "precision": args.precision}
-    report = {"benchmark": "learning", "env": args.env, "steps": args.steps, **fast,
-              "warmup_steps": args.warmup_steps, "cpus": os.cpu_count(), "policies": {}}
-    for policy in args.policies:
-        runs = [run_one(policy, args.env, args.steps, seed, root / f"{policy}_s{seed}",
-                        args.warmup_steps, args.eval_every, args.eval_episodes, **fast)
+    options = {"spiking_backend": args.spiking_backend, "compile": args.compile,
+               "precision": args.precision, "pre_tanh_penalty": args.pre_tanh_penalty,
+               "actor_kwargs": args.actor_kwargs}
+    report = {"benchmark": "learning", "env": args.env, "steps": args.steps, **options,
+              "warmup_steps": args.warmup_steps, "cpus": os.cpu_count(),
+              "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+              "methods": {}}
+    for method in args.methods:
+        runs = [run_one(method, args.env, args.steps, seed, root / f"{method}_s{seed}",
+                        args.warmup_steps, args.eval_every, args.eval_episodes, **options)
                 for seed in args.seeds]
         finals = [r["final_eval_return"] for r in runs]
-        report["policies"][policy] = {
+        report["methods"][method] = {
             "runs": runs,
             "return_mean": statistics.mean(finals),
             "return_std": statistics.pstdev(finals),
             "wall_s_mean": statistics.mean(r["wall_s"] for r in runs),
             "env_steps_per_s_mean": statistics.mean(r["env_steps_per_s"] for r in runs),
+            "collapsed_runs": sum(r["collapsed"] for r in runs),
         }
     emit(report, args.json_out)
 

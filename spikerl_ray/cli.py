@@ -11,6 +11,7 @@ from policies import ACTORS
 from policies.spiking import BACKENDS as SPIKING_BACKENDS
 from spikerl_ray.core.td3 import PRECISIONS
 from spikerl_ray.errors import UserError
+from spikerl_ray.methods import METHODS
 from spikerl_ray.run import RunSettings
 
 
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train TD3 with a spiking (or ANN) actor")
-    t.add_argument("--policy", choices=sorted(ACTORS), default="spikerl")
+    t.add_argument("--method", choices=sorted(METHODS), default=None,
+                   help="network + training recipe (default: the method named like "
+                   "--policy, else spikerl); explicit flags override the recipe")
+    t.add_argument("--policy", choices=sorted(ACTORS), default=None,
+                   help="the actor network alone (default: the method's)")
     t.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id, continuous actions")
     t.add_argument("--steps", type=_positive_int, required=True, help="total env steps")
     t.add_argument("--seed", type=_non_negative_int, default=0)
@@ -53,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learners", type=_non_negative_int, default=0,
                    help="remote learners (0: learn in the driver process)")
     t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
-    t.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="learner forward/loss precision (bf16: autocast, fp32 weights)")
+    t.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="learner forward/loss precision (bf16: autocast, fp32 weights; "
+                   "default: the method's, spikerl bf16, others fp32)")
     t.add_argument("--allreduce-dtype", choices=PRECISIONS, default="fp32",
                    help="dtype of the gradient allreduce between learners")
     t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
@@ -68,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--async-sampling", action="store_true",
                    help="remote env runners sample while the learners train (needs "
                    "--env-runners >= 1; actions use weights one training step older)")
-    t.add_argument("--warmup-steps", type=_non_negative_int, default=10_000,
-                   help="env steps acting uniformly at random first (PopSAN: 10000)")
+    t.add_argument("--warmup-steps", type=_non_negative_int, default=None,
+                   help="env steps acting uniformly at random first (default: the method's; "
+                   "PopSAN 10000, DSRL 1000)")
+    t.add_argument("--pre-tanh-penalty", type=_non_negative_float, default=None,
+                   help="weight of the mean squared pre-tanh actor output in the actor loss "
+                   "(default: the method's; spikerl 1.0, others 0)")
     t.add_argument("--eval-every", type=_positive_int, default=5,
                    help="evaluate every N iterations of ~1000 steps, and at the end")
     t.add_argument("--eval-episodes", type=_positive_int, default=10)
@@ -79,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="replace the run in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    u = sub.add_parser("tune", help="run an experiment of tune_configs/ with Ray Tune")
+    u.add_argument("config", help="a tune config, e.g. tune_configs/smoke.yaml")
+    u.add_argument("--out", default=None, help="storage folder or URI (default: the "
+                   "config's storage_path); the experiment goes in OUT/NAME")
+    u.add_argument("--resume", action="store_true",
+                   help="continue the interrupted experiment (unfinished and failed trials)")
+    u.add_argument("--address", default=None, help="join this Ray cluster")
+
+    r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
+    r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint without exploration noise")
     e.add_argument("checkpoint")
@@ -93,7 +114,9 @@ def _train(args: argparse.Namespace) -> None:
     from spikerl_ray.training import train
 
     settings = RunSettings(
-        policy=args.policy, env=args.env, seed=args.seed, env_runners=args.env_runners,
+        policy=args.policy, method=args.method or args.policy or "spikerl",
+        pre_tanh_penalty=args.pre_tanh_penalty, env=args.env, seed=args.seed,
+        env_runners=args.env_runners,
         envs_per_runner=args.envs_per_runner, learners=args.learners,
         gpus_per_learner=args.gpus_per_learner, precision=args.precision,
         allreduce_dtype=args.allreduce_dtype, backend=args.backend,
@@ -103,6 +126,29 @@ def _train(args: argparse.Namespace) -> None:
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
                        address=args.address, progress=not args.no_progress)
     print(f"done: {args.out}/progress.csv, last checkpoint {checkpoint}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from spikerl_ray.experiments import load_experiment
+    from spikerl_ray.experiments.tune import check_trials, run_experiment, storage_root
+    from spikerl_ray.training import init_ray
+
+    exp = load_experiment(args.config)
+    check_trials(exp)
+    init_ray(args.address)
+    results = run_experiment(exp, args.out, resume=args.resume)
+    where = f"{storage_root(exp, args.out).rstrip('/')}/{exp.name}"
+    print(f"done: {len(results)} trials ({results.num_errors} failed) in {where}; "
+          f"tables and plots: spikerl report {where}")
+    if results.num_errors:
+        raise UserError(f"{results.num_errors} trial(s) failed; see {where}; "
+                        "--resume retries them")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from spikerl_ray.report import write_report
+
+    print(f"report: {write_report(args.dir)}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -120,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spikerl`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        {"train": _train, "evaluate": _evaluate}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "tune": _tune,
+         "report": _report}[args.command](args)
     except UserError as exc:
         print(f"spikerl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -13,10 +13,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from policies.diagnostics import statistic_names
 from spikerl_ray.errors import UserError
 
 RUN_FILE = "run.json"
@@ -26,52 +27,91 @@ CHECKPOINT_INFO = "spikerl_run.json"
 PROGRESS_COLUMNS = (
     "iteration", "env_steps", "episode_return_mean", "eval_return_mean", "env_steps_per_s",
     "updates_per_s", "num_updates", "critic_loss", "actor_loss", "time_s",
+    *statistic_names(),  # the actor's firing and saturation statistics
 )
 
 
 @dataclass
 class RunSettings:
-    """What a ``spikerl train`` run is; stored as ``run.json``."""
+    """What a ``spikerl train`` run is; stored as ``run.json``.
 
-    policy: str = "spikerl"
+    ``method`` names a recipe of :mod:`spikerl_ray.methods` whose settings fill the fields
+    left None (None: no recipe); optional TD3 settings still None then take TD3Config's
+    defaults (PopSAN's schedule). ``policy`` is the network alone (None: the method's, else
+    ``spikerl``). :meth:`resolved` applies both.
+    """
+
+    policy: str | None = None
+    method: str | None = None
     env: str = "HalfCheetah-v5"
     seed: int = 0
     env_runners: int = 0
     envs_per_runner: int = 1
     learners: int = 0
+    cpus_per_learner: float = 1.0
     gpus_per_learner: float = 0.0
-    precision: str = "fp32"
+    precision: str | None = None
     allreduce_dtype: str = "fp32"
     backend: str = "auto"
-    warmup_steps: int = 10_000
+    warmup_steps: int | None = None
     spiking_backend: str = "fused"
     compile: bool = False
     async_sampling: bool = False
     eval_every: int = 5
     eval_episodes: int = 10
+    pre_tanh_penalty: float | None = None
+    actor_lr: float | None = None
+    critic_lr: float | None = None
+    batch_size: int | None = None
+    exploration_noise: float | None = None
+    actor_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def resolved(self) -> "RunSettings":
+        """A copy with the policy and the recipe's settings filled in (explicit ones kept);
+        raises ValueError for an unknown method."""
+        from spikerl_ray.methods import get_method
+
+        out = replace(self)
+        if self.method is not None:
+            method = get_method(self.method)
+            out.policy = self.policy or method.policy
+            for key, value in method.settings.items():
+                if getattr(out, key) is None:
+                    setattr(out, key, value)
+        out.policy = out.policy or "spikerl"
+        out.precision = out.precision or "fp32"
+        return out
+
 
 def build_config(s: RunSettings) -> Any:
-    """The :class:`~spikerl_ray.td3.TD3Config` for a run's settings."""
+    """The :class:`~spikerl_ray.td3.TD3Config` for a run's settings (resolved first)."""
     from policies import actor_kwargs_for_env
     from spikerl_ray.td3 import TD3Config
 
-    actor_kwargs = actor_kwargs_for_env(s.policy, s.env)
+    s = s.resolved()
+    actor_kwargs = actor_kwargs_for_env(s.policy, s.env) | s.actor_kwargs
+    recipe = {"num_steps_random_warmup": s.warmup_steps, "pre_tanh_penalty": s.pre_tanh_penalty,
+              "actor_lr": s.actor_lr, "critic_lr": s.critic_lr,
+              "train_batch_size_per_learner": s.batch_size,
+              "exploration_noise": s.exploration_noise}
+    recipe = {k: v for k, v in recipe.items() if v is not None}
     return (
         TD3Config()
         .environment(s.env)
         .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner)
-        .learners(num_learners=s.learners, num_gpus_per_learner=s.gpus_per_learner)
+        .learners(num_learners=s.learners, num_cpus_per_learner=s.cpus_per_learner,
+                  num_gpus_per_learner=s.gpus_per_learner)
         .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
-                  num_steps_random_warmup=s.warmup_steps, allreduce_dtype=s.allreduce_dtype,
+                  allreduce_dtype=s.allreduce_dtype, method=s.method,
                   torch_distributed_backend=None if s.backend == "auto" else s.backend,
                   spiking_backend=s.spiking_backend, compile_networks=s.compile,
                   async_sampling=s.async_sampling)
+        .training(**recipe)
         .evaluation(evaluation_interval=s.eval_every or None,
                     evaluation_duration=s.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
@@ -130,16 +170,21 @@ class RunDir:
                         env_steps: int) -> Path:
         path = self.checkpoints / f"iter_{iteration:06d}"
         algo.save_to_path(str(path.resolve()))
-        info = {"env": settings.env, "policy": settings.policy, "seed": settings.seed,
+        info = {"env": settings.env, "policy": settings.policy, "method": settings.method,
+                "seed": settings.seed,
                 "iteration": iteration, "env_steps": env_steps}
         (path / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
         return path
 
     def append_progress(self, row: dict[str, Any]) -> None:
+        """Appends one row; a resumed run keeps the columns its file was started with."""
         path = self.path / PROGRESS_FILE
-        new = not path.exists()
+        columns: list[str] = list(PROGRESS_COLUMNS)
+        if path.exists():
+            with path.open(newline="") as f:
+                columns = next(csv.reader(f), columns)
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=PROGRESS_COLUMNS, extrasaction="ignore")
-            if new:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            if f.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from policies.diagnostics import collapse_warning, statistic_names
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.run import RunDir, RunSettings, build_config
@@ -71,6 +73,7 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
         "critic_loss": learner.get("critic_loss"),
         "actor_loss": learner.get("actor_loss"),
         "time_s": result.get("time_total_s"),
+        **{name: learner.get(name) for name in statistic_names()},
     }
 
 
@@ -81,6 +84,7 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
 
     continuous_spaces(settings.env)
     try:
+        settings = settings.resolved()
         build_config(settings).validate()
     except ValueError as exc:
         # RLlib appends a hint on how to skip validation; the first line is the message.
@@ -106,6 +110,7 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
         bar = tqdm(total=steps, initial=min(env_steps, steps), unit="step", disable=not progress,
                    dynamic_ncols=True)
         last_ckpt = None
+        warned = False
         while env_steps < steps:
             t0 = time.perf_counter()
             result = algo.train()
@@ -116,6 +121,11 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
             if last and not evaluated:
                 row["eval_return_mean"] = algo.evaluate()["env_runners"]["episode_return_mean"]
             run.append_progress(row)
+            warning = None if warned else collapse_warning(
+                {k: v for k, v in row.items() if v is not None})
+            if warning:
+                bar.write(f"warning (iteration {row['iteration']}): {warning}", file=sys.stderr)
+                warned = True
             bar.update(min(row["env_steps"], steps) - min(env_steps, steps))
             bar.set_postfix(ret=f"{row['episode_return_mean']:.1f}"
                             if row["episode_return_mean"] is not None else "-",

@@ -46,7 +46,14 @@ def test_train_writes_progress_and_checkpoints(run_dir):
     assert int(rows[-1]["num_updates"]) > 0
     ckpts = sorted((run_dir / "checkpoints").iterdir())
     assert ckpts and (ckpts[-1] / "spikerl_run.json").exists()
-    assert json.loads((run_dir / "run.json").read_text())["policy"] == "spikerl"
+    settings = json.loads((run_dir / "run.json").read_text())
+    # `--policy spikerl` alone trains the spikerl method: its recipe, resolved and stored.
+    assert (settings["policy"], settings["method"]) == ("spikerl", "spikerl")
+    assert (settings["precision"], settings["pre_tanh_penalty"]) == ("bf16", 1.0)
+    # The actor's health statistics are logged every iteration.
+    for row in rows:
+        assert 0.0 <= float(row["silent_output"]) + float(row["always_output"]) <= 1.0
+        assert float(row["action_std"]) >= 0.0 and float(row["rate_hidden0"]) > 0.0
 
 
 def test_evaluate_json(run_dir, capsys):
@@ -137,6 +144,8 @@ def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ra
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--policy", "snn", "--steps", "10", "--out", "x"], "invalid choice: 'snn'"),
+    (["train", "--method", "snn", "--steps", "10", "--out", "x"], "invalid choice: 'snn'"),
+    (["train", "--steps", "10", "--out", "x", "--pre-tanh-penalty", "-1"], "must be >= 0"),
     (["train", "--steps", "0", "--out", "x"], "must be positive"),
     (["train", "--steps", "-5", "--out", "x"], "must be positive"),
     (["train", "--steps", "10", "--out", "x", "--precision", "fp8"], "invalid choice"),

@@ -70,6 +70,12 @@ class TransitionReplay:
         self._pos = (self._pos + n) % self.capacity
         self._size = min(self._size + n, self.capacity)
 
+    def recent_obs(self, n: int) -> torch.Tensor:
+        """The observations of the newest ``min(n, len(self))`` transitions (raw)."""
+        n = min(n, self._size)
+        idx = (torch.arange(self._pos - n, self._pos) % self.capacity).to(self.device)
+        return self._data["obs"][idx]
+
     def sample(self, batch_size: int) -> Batch:
         """Uniformly samples ``batch_size`` transitions (with replacement)."""
         if self._size == 0:

@@ -30,6 +30,9 @@ class TD3Hyperparams:
     policy_noise: float = 0.2  # target smoothing noise, in units of the action limit
     noise_clip: float = 0.5
     policy_delay: int = 2
+    # Weight of the mean squared pre-tanh output added to the actor loss (0: plain TD3). It
+    # keeps a spiking actor off the tanh's saturated edge (docs/learning_quality.md).
+    pre_tanh_penalty: float = 0.0
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -59,11 +62,17 @@ def critic_loss(actor_target: nn.Module, critic: nn.Module, critic_target: nn.Mo
 
 
 def actor_loss(actor: nn.Module, critic: nn.Module,
-               normalize: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> torch.Tensor:
-    """Deterministic policy gradient: maximize Q1(s, pi(s))."""
+               normalize: Callable[[torch.Tensor], torch.Tensor], batch: Batch,
+               pre_tanh_penalty: float = 0.0) -> torch.Tensor:
+    """Deterministic policy gradient: maximize Q1(s, pi(s)); plus ``pre_tanh_penalty`` times
+    the mean squared pre-tanh output ``u`` of ``pi(s) = tanh(u)``."""
     obs = normalize(batch.obs)
-    q1, _ = critic(obs, actor(obs))
-    return -q1.float().mean()
+    pre = actor(obs, squash=False)
+    q1, _ = critic(obs, torch.tanh(pre))
+    loss = -q1.float().mean()
+    if pre_tanh_penalty:
+        loss = loss + pre_tanh_penalty * pre.float().square().mean()
+    return loss
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -128,7 +137,7 @@ class TD3Update:
         if self.num_updates % self.hp.policy_delay == 0:
             with autocast(self.precision, device):
                 loss_pi = self._actor_loss(self.actor, self.critic_for_actor_loss,
-                                           self.normalize, batch)
+                                           self.normalize, batch, self.hp.pre_tanh_penalty)
             self.actor_optim.zero_grad(set_to_none=True)
             loss_pi.backward()
             self.actor_optim.step()

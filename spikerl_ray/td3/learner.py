@@ -19,9 +19,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 from torch.nn.parallel import DistributedDataParallel
 
+from policies.diagnostics import actor_statistics
 from spikerl_ray.core.distributed import bf16_allreduce_hook
 from spikerl_ray.core.replay import TransitionReplay
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
+
+
+# Observations the actor's health statistics are measured on, each iteration (the newest ones).
+HEALTH_PROBE_OBS = 500
 
 
 class TD3TorchLearner(TorchLearner):
@@ -58,7 +63,8 @@ class TD3TorchLearner(TorchLearner):
             actor_optim=self.get_optimizer(DEFAULT_MODULE_ID, "actor"),
             critic_optim=self.get_optimizer(DEFAULT_MODULE_ID, "critic"),
             hp=TD3Hyperparams(gamma=cfg.gamma, tau=cfg.tau, policy_noise=cfg.target_noise,
-                              noise_clip=cfg.target_noise_clip, policy_delay=cfg.policy_delay),
+                              noise_clip=cfg.target_noise_clip, policy_delay=cfg.policy_delay,
+                              pre_tanh_penalty=cfg.pre_tanh_penalty),
             precision=cfg.precision, critic_for_actor_loss=module.critic,
             compile=cfg.compile_networks)
 
@@ -129,4 +135,14 @@ class TD3TorchLearner(TorchLearner):
                 done += 1
         out = {k: float(v) / counts[k] for k, v in sums.items()}
         out.update(num_updates=done, replay_size=len(self.replay))
+        if len(self.replay):
+            out.update(self._actor_health(module))
         return out
+
+    def _actor_health(self, module: Any) -> dict[str, float]:
+        """Firing and saturation statistics of the actor on the newest observations
+        (:func:`policies.diagnostics.actor_statistics`). ``forward`` is called directly so
+        that a compiled actor runs eagerly here instead of compiling for this batch."""
+        obs = module.normalize(self.replay.recent_obs(HEALTH_PROBE_OBS))
+        return actor_statistics(module.actor.forward, obs,
+                                getattr(module.actor, "timesteps", None))

@@ -56,6 +56,9 @@ class TD3Config(AlgorithmConfig):
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or TD3)
+        # The method (spikerl_ray.methods) these settings came from, if any: a label for
+        # experiments and reports; the settings themselves are the fields below.
+        self.method: str | None = None
         # Networks.
         self.policy = "spikerl"
         self.actor_kwargs: dict[str, Any] = {}
@@ -72,6 +75,7 @@ class TD3Config(AlgorithmConfig):
         self.target_noise = 0.2
         self.target_noise_clip = 0.5
         self.policy_delay = 2
+        self.pre_tanh_penalty = 0.0
         self.num_steps_random_warmup = 10_000  # PopSAN start_steps
         self.num_steps_sampled_before_learning_starts = 1_000  # PopSAN update_after
         self.updates_per_step = 1.0  # PopSAN: 50 updates every 50 steps
@@ -96,6 +100,7 @@ class TD3Config(AlgorithmConfig):
     def training(
         self,
         *,
+        method: str | None = NotProvided,
         policy: str | None = NotProvided,
         actor_kwargs: dict[str, Any] | None = NotProvided,
         spiking_backend: str | None = NotProvided,
@@ -108,6 +113,7 @@ class TD3Config(AlgorithmConfig):
         target_noise: float | None = NotProvided,
         target_noise_clip: float | None = NotProvided,
         policy_delay: int | None = NotProvided,
+        pre_tanh_penalty: float | None = NotProvided,
         num_steps_random_warmup: int | None = NotProvided,
         num_steps_sampled_before_learning_starts: int | None = NotProvided,
         updates_per_step: float | None = NotProvided,
@@ -121,6 +127,7 @@ class TD3Config(AlgorithmConfig):
         """Sets TD3's training settings.
 
         Args:
+            method: the name of the method these settings came from (a label).
             policy: actor name: ``spikerl``, ``popsan``, ``dsrl`` or ``ann``.
             actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
             spiking_backend: ``fused`` (hand-written BPTT, the default) or ``torch`` (the
@@ -135,6 +142,8 @@ class TD3Config(AlgorithmConfig):
             exploration_noise: Gaussian action noise when acting, in normalized units (0.1).
             target_noise, target_noise_clip: target policy smoothing (0.2, clipped at 0.5).
             policy_delay: critic updates per actor and target update (2).
+            pre_tanh_penalty: weight of the mean squared pre-tanh actor output added to the
+                actor loss (0: plain TD3; see docs/learning_quality.md).
             num_steps_random_warmup: env steps acting uniformly at random first (10k).
             num_steps_sampled_before_learning_starts: env steps before any update (1000).
             updates_per_step: gradient updates per sampled env step, per learner (1.0).
@@ -186,6 +195,8 @@ class TD3Config(AlgorithmConfig):
         if self.async_sampling and self.num_env_runners < 1 and not self.in_evaluation:
             self._value_error("async_sampling overlaps remote env runners with learning; "
                               "it needs num_env_runners >= 1 (--env-runners)")
+        if self.pre_tanh_penalty is None or self.pre_tanh_penalty < 0:
+            self._value_error(f"pre_tanh_penalty must be >= 0, got {self.pre_tanh_penalty!r}")
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
