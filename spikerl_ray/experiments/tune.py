@@ -1,0 +1,152 @@
+"""``spikerl tune``: runs an experiment with ``tune.Tuner`` on the registered ``"TD3"``.
+
+Every method x environment x seed (x search sample) is one trial of the registered algorithm:
+the grid over ``method``, ``env`` and ``seed`` and the search spaces are Tune's own, and each
+trial's complete TD3 config is derived from them with ``tune.sample_from`` (the method's recipe,
+the experiment's resources and settings, the sampled values), through the same
+:func:`~spikerl_ray.run.build_config` as ``spikerl train``. Trials are named
+``METHOD_ENV_sSEED_ID``; Tune's own progress output shows them with their metrics; Tune keeps
+one checkpoint per trial every ``checkpoint_every`` iterations and at the end, and ``--resume`` continues an interrupted experiment with
+``Tuner.restore``, re-running only unfinished or failed trials.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from policies import build_actor
+from spikerl_ray.experiments.schema import METRICS, Experiment, ExperimentError
+from spikerl_ray.methods import METHODS
+from spikerl_ray.run import RunSettings, build_config
+
+TRAINABLE = "TD3"
+# Search spaces that are actor constructor arguments rather than RunSettings fields.
+ACTOR_ARGS = {"encoder_pop": "encoder_pop", "timesteps": "timesteps"}
+
+
+def trial_settings(exp: Experiment, method: str, env: str, seed: int,
+                   sampled: dict[str, Any]) -> RunSettings:
+    """The run settings of one trial: the method's recipe, overridden by the experiment's
+    settings and precision, overridden by the sampled search values. The experiment's
+    learners apply to data-parallel methods only; the others train with one local learner."""
+    res = exp.resources
+    explicit = {k: v for k, v in exp.settings.model_dump().items() if v is not None}
+    fields = {k: v for k, v in sampled.items() if k not in ACTOR_ARGS}
+    return RunSettings(
+        method=method, env=env, seed=seed,
+        learners=res.learners if METHODS[method].data_parallel else 0,
+        cpus_per_learner=res.cpus_per_learner, gpus_per_learner=res.gpus_per_learner,
+        env_runners=res.env_runners, envs_per_runner=res.envs_per_runner,
+        eval_every=exp.evaluation.every, eval_episodes=exp.evaluation.episodes,
+        precision=exp.precision,
+        actor_kwargs={ACTOR_ARGS[k]: v for k, v in sampled.items() if k in ACTOR_ARGS},
+        **explicit | fields)
+
+
+def _domain(space: Any) -> Any:
+    from ray import tune
+
+    if hasattr(space, "grid"):
+        return tune.grid_search(space.grid)
+    if hasattr(space, "choice"):
+        return tune.choice(space.choice)
+    if hasattr(space, "uniform"):
+        return tune.uniform(*space.uniform)
+    return tune.loguniform(*space.loguniform)
+
+
+def param_space(exp: Experiment) -> dict[str, Any]:
+    """Tune's search space: grids over ``method``, ``env`` and ``seed``, the experiment's
+    search spaces under ``search``, and every other config key derived per trial."""
+    from ray import tune
+
+    @functools.lru_cache(maxsize=None)
+    def config_of(method: str, env: str, seed: int, sampled: str) -> dict[str, Any]:
+        settings = trial_settings(exp, method, env, seed, json.loads(sampled))
+        return build_config(settings).to_dict()
+
+    def derived(key: str) -> Any:
+        def value(config: dict[str, Any]) -> Any:
+            sampled = json.dumps({k: config["search"][k] for k in exp.search}, sort_keys=True)
+            return config_of(config["method"], config["env"], config["seed"], sampled)[key]
+
+        return tune.sample_from(value)
+
+    probe = trial_settings(exp, exp.methods[0], exp.envs[0], exp.seeds[0], {})
+    space: dict[str, Any] = {key: derived(key) for key in build_config(probe).to_dict()}
+    space.update(method=tune.grid_search(exp.methods), env=tune.grid_search(exp.envs),
+                 seed=tune.grid_search(exp.seeds),
+                 search={k: _domain(v) for k, v in exp.search.items()})
+    return space
+
+
+def check_trials(exp: Experiment) -> None:
+    """Builds and validates each method x environment's config (search spaces at a sample)
+    before Ray starts, so that a bad combination ends in one line, not a failed trial."""
+    sample = {k: (getattr(v, "grid", None) or getattr(v, "choice", None)
+                  or getattr(v, "uniform", None) or v.loguniform)[0]
+              for k, v in exp.search.items()}
+    for method in exp.methods:
+        for env in exp.envs:
+            settings = trial_settings(exp, method, env, exp.seeds[0], sample).resolved()
+            try:
+                build_config(settings).validate()
+                build_actor(settings.policy, 3, 1, **settings.actor_kwargs)
+            except (TypeError, ValueError) as exc:
+                raise ExperimentError(f"{method} on {env}: "
+                                      f"{str(exc).strip().splitlines()[0]}") from None
+
+
+def _trial_name(trial: Any) -> str:
+    c = trial.config
+    return f"{c['method']}_{c['env']}_s{c['seed']}_{trial.trial_id}"
+
+
+def storage_root(exp: Experiment, out: str | None) -> str:
+    """Where Tune writes: ``out``, else the config's ``storage_path``; local paths absolute,
+    URIs (``s3://...``) as given."""
+    root = out or exp.storage_path
+    return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = False,
+                   verbose: int = 1) -> Any:
+    """Runs (or with ``resume`` continues) the experiment; returns Tune's ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    import spikerl_ray.td3  # noqa: F401  (registers "TD3" with Tune)
+
+    root = storage_root(exp, out)
+    path = f"{root.rstrip('/')}/{exp.name}"
+    space = param_space(exp)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise ExperimentError(f"--resume: no experiment to resume at {path}")
+        tuner = tune.Tuner.restore(path, trainable=TRAINABLE, param_space=space,
+                                   resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+    scheduler = None
+    if exp.scheduler:
+        scheduler = ASHAScheduler(time_attr="training_iteration",
+                                  metric=METRICS[exp.scheduler.metric], mode=exp.scheduler.mode,
+                                  grace_period=exp.scheduler.grace_period,
+                                  reduction_factor=exp.scheduler.reduction_factor)
+    tuner = tune.Tuner(
+        TRAINABLE,
+        param_space=space,
+        tune_config=tune.TuneConfig(num_samples=exp.num_samples, scheduler=scheduler,
+                                    max_concurrent_trials=exp.max_concurrent_trials,
+                                    trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name=exp.name, storage_path=root, verbose=verbose,
+            stop={"num_env_steps_sampled_lifetime": exp.env_steps},
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=exp.checkpoint_every, checkpoint_at_end=True)),
+    )
+    return tuner.fit()
+

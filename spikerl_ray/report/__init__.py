@@ -1,0 +1,86 @@
+"""``spikerl report DIR``: tables and plots from a Tune experiment or a ``spikerl train`` run.
+
+Writes into ``DIR/report/``: ``results.parquet`` and ``results.csv`` (the tidy table),
+``summary.csv`` (per method and environment, :func:`~spikerl_ray.report.tables.summary_table`),
+``trials.csv`` (one row per trial), ``learning_curves.png``, for a sweep ``sweep.png`` and the
+best trial's settings, and ``report.md`` linking all of it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from spikerl_ray.errors import UserError
+from spikerl_ray.report.plots import learning_curves, sweep_plots
+from spikerl_ray.report.tables import final_per_trial, summary_table, tidy_table
+
+REPORT_DIR = "report"
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def _summary_markdown(summary: pd.DataFrame) -> list[str]:
+    lines = ["| method | env | seeds | final eval return (mean ± std) | IQM [95% CI] | "
+             "best eval | spikerl vs this method [95% CI] | env steps/s | wall time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary.to_dict("records"):
+        vs = ("" if math.isnan(r["spikerl_improvement_pct"]) else
+              f"{r['spikerl_improvement_pct']:+.1f}% [{_fmt(r['spikerl_improvement_ci_low'])}, "
+              f"{_fmt(r['spikerl_improvement_ci_high'])}]")
+        lines.append(
+            f"| {r['method']} | {r['env']} | {r['seeds']} | {_fmt(r['final_eval_mean'])} ± "
+            f"{_fmt(r['final_eval_std'])} | {_fmt(r['final_eval_iqm'])} "
+            f"[{_fmt(r['final_eval_iqm_ci_low'])}, {_fmt(r['final_eval_iqm_ci_high'])}] | "
+            f"{_fmt(r['best_eval_mean'])} | {vs} | {_fmt(r['env_steps_per_s_mean'])} | "
+            f"{_fmt(r['wall_time_s_mean'], 0)} |")
+    return lines
+
+
+def write_report(path: str | Path, command: str | None = None) -> Path:
+    """Writes the report of the experiment or run at ``path``; returns ``report.md``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder")
+    try:
+        table = tidy_table(path)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    out = path / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    table.to_parquet(out / "results.parquet", index=False)
+    table.to_csv(out / "results.csv", index=False)
+    finals = final_per_trial(table)
+    finals.to_csv(out / "trials.csv", index=False)
+    summary = summary_table(finals)
+    summary.to_csv(out / "summary.csv", index=False)
+    has_eval = table["eval_return"].notna().any()
+    column = "eval_return" if has_eval else "train_return"
+    learning_curves(table, out / "learning_curves.png", column)
+    command = command or "spikerl report " + " ".join(sys.argv[2:] or [str(path)])
+    md = [f"# Report: {path.name}", "", f"Made with `{command}`.", "",
+          "Final evaluation return: each trial's last noise-free evaluation; IQM: "
+          "interquartile mean over seeds with a 95% percentile bootstrap interval; spikerl vs "
+          "a method: 100 x (mean spikerl - mean method) / |mean method|, bootstrap interval "
+          "resampling each method's seeds (n/a: fewer than 2 seeds).", "",
+          *_summary_markdown(summary), "",
+          "![learning curves](learning_curves.png)", "",
+          "Files: [summary.csv](summary.csv), [trials.csv](trials.csv), "
+          "[results.csv](results.csv), [results.parquet](results.parquet) (one row per trial "
+          "and iteration)."]
+    if any(c.startswith("search.") for c in finals.columns):
+        score = "final_eval_return" if has_eval else "final_train_return"
+        sweep_plots(finals, out / "sweep.png", score)
+        best = finals.loc[finals[score].idxmax()]
+        settings = ", ".join(f"{c.removeprefix('search.')}={best[c]}" for c in finals.columns
+                             if c.startswith("search."))
+        md += ["", "## Sweep", "", f"Best trial: `{best['trial']}` ({best['method']} on "
+               f"{best['env']}, seed {best['seed']}): {score.replace('_', ' ')} "
+               f"{_fmt(best[score])} with {settings}.", "", "![sweep](sweep.png)"]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"

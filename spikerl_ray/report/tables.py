@@ -1,0 +1,176 @@
+"""The tidy results table (one row per trial and iteration) and the summary per method and
+environment, from a Tune experiment folder or a ``spikerl train`` run folder.
+
+Statistics (rliable's recommendations, Agarwal et al., NeurIPS 2021): the final evaluation
+return of each trial (its last evaluated iteration); per method and environment its mean and
+standard deviation over seeds (ddof=1), the interquartile mean (``scipy.stats.trim_mean`` with
+25% cut each side) with a 95% percentile bootstrap interval, and SpikeRL's improvement over each
+other method in percent, as the SpikeRL paper states it, with a 95% bootstrap interval that
+resamples each method's seeds separately (stratified by method). Bootstraps use
+``scipy.stats.bootstrap`` with :data:`BOOTSTRAP_RESAMPLES` resamples and a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+BASELINE_OF_IMPROVEMENT = "spikerl"  # "improvement of spikerl over each other method"
+TIDY_COLUMNS = ("experiment", "trial", "method", "env", "seed", "iteration", "env_steps",
+                "train_return", "eval_return", "env_steps_per_s", "wall_time_s", "learners",
+                "precision")
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for key in path.split("/"):
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
+    config = json.loads((trial_dir / "params.json").read_text())
+    rows, last_steps, last_time = [], 0.0, 0.0
+    with (trial_dir / "result.json").open() as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            steps = float(r.get("num_env_steps_sampled_lifetime", 0))
+            wall = float(r.get("time_total_s", 0.0))
+            row = {
+                "experiment": experiment, "trial": trial_dir.name,
+                "method": config.get("method") or config.get("policy"),
+                "env": config.get("env"), "seed": config.get("seed"),
+                "iteration": r.get("training_iteration"), "env_steps": int(steps),
+                "train_return": _get(r, "env_runners/episode_return_mean"),
+                "eval_return": _get(r, "evaluation/env_runners/episode_return_mean"),
+                "env_steps_per_s": ((steps - last_steps) / (wall - last_time)
+                                    if wall > last_time else math.nan),
+                "wall_time_s": wall, "learners": max(int(config.get("num_learners", 0)), 1),
+                "precision": config.get("precision", "fp32"),
+            }
+            row.update({f"search.{k}": v for k, v in (config.get("search") or {}).items()})
+            row.update({f"energy.{k}": v for k, v in (r.get("energy") or {}).items()})
+            rows.append(row)
+            last_steps, last_time = steps, wall
+    return rows
+
+
+def _train_run_rows(run_dir: Path) -> list[dict[str, Any]]:
+    settings = json.loads((run_dir / "run.json").read_text())
+    progress = pd.read_csv(run_dir / "progress.csv")
+    return [{
+        "experiment": run_dir.name, "trial": run_dir.name,
+        "method": settings.get("method") or settings.get("policy"),
+        "env": settings.get("env"), "seed": settings.get("seed"),
+        "iteration": int(p["iteration"]), "env_steps": int(p["env_steps"]),
+        "train_return": p["episode_return_mean"], "eval_return": p["eval_return_mean"],
+        "env_steps_per_s": p["env_steps_per_s"], "wall_time_s": p["time_s"],
+        "learners": max(int(settings.get("learners", 0)), 1),
+        "precision": settings.get("precision") or "fp32",
+    } for p in progress.to_dict("records")]
+
+
+def tidy_table(path: str | Path) -> pd.DataFrame:
+    """One row per trial and iteration, from a Tune experiment folder (trial folders with
+    ``params.json`` and ``result.json``) or a ``spikerl train`` run folder."""
+    path = Path(path)
+    if (path / "run.json").is_file():
+        rows = _train_run_rows(path)
+    else:
+        trials = sorted(p for p in path.iterdir()
+                        if (p / "params.json").is_file() and (p / "result.json").is_file())
+        rows = [row for t in trials for row in _tune_trial_rows(t, path.name)]
+    if not rows:
+        raise ValueError(f"{path} holds no results (neither a run folder with run.json nor "
+                         "a Tune experiment with trial folders)")
+    table = pd.DataFrame(rows)
+    extra = [c for c in table.columns if c not in TIDY_COLUMNS]
+    table = table[list(TIDY_COLUMNS) + sorted(extra)]
+    for col in ("train_return", "eval_return", "env_steps_per_s", "wall_time_s"):
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table.sort_values(["method", "env", "seed", "trial", "iteration"], ignore_index=True)
+
+
+def final_per_trial(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: its final evaluation return (last evaluated iteration), best
+    evaluation return, final training return, wall time and env steps per second."""
+    out = []
+    for trial, g in table.groupby("trial", sort=True):
+        evals = g.dropna(subset=["eval_return"])
+        last = g.iloc[-1]
+        out.append({
+            "trial": trial, "method": last["method"], "env": last["env"], "seed": last["seed"],
+            "env_steps": int(last["env_steps"]),
+            "final_eval_return": evals["eval_return"].iloc[-1] if len(evals) else math.nan,
+            "best_eval_return": evals["eval_return"].max() if len(evals) else math.nan,
+            "final_train_return": last["train_return"],
+            "wall_time_s": last["wall_time_s"],
+            "env_steps_per_s": (last["env_steps"] / last["wall_time_s"]
+                                if last["wall_time_s"] > 0 else math.nan),
+            **{c: last[c] for c in g.columns if c.startswith("search.")},
+        })
+    return pd.DataFrame(out)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean``, 25%)."""
+    return float(stats.trim_mean(values, 0.25))
+
+
+def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic: Callable[..., float]
+                 ) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``statistic`` over ``samples``, each resampled on
+    its own (stratified); nan where a sample has fewer than 2 values."""
+    if any(len(s) < 2 for s in samples):
+        return math.nan, math.nan
+    res = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES,
+                          confidence_level=CONFIDENCE, method="percentile", vectorized=False,
+                          random_state=np.random.default_rng(BOOTSTRAP_SEED))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def improvement_pct(new: np.ndarray, base: np.ndarray) -> float:
+    """``100 * (mean(new) - mean(base)) / |mean(base)|``: the SpikeRL paper's "+x% over"."""
+    return float(100.0 * (np.mean(new) - np.mean(base)) / abs(np.mean(base)))
+
+
+def summary_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per method and environment: final evaluation return (mean, std, IQM with its interval),
+    best evaluation return, wall time, env steps/s, and SpikeRL's improvement over each other
+    method of the same environment (on the rows of those methods)."""
+    rows = []
+    for (method, env), g in finals.groupby(["method", "env"], sort=True):
+        x = g["final_eval_return"].dropna().to_numpy(dtype=float)
+        lo, hi = bootstrap_ci((x,), iqm) if len(x) else (math.nan, math.nan)
+        row = {
+            "method": method, "env": env, "seeds": len(g),
+            "final_eval_mean": float(np.mean(x)) if len(x) else math.nan,
+            "final_eval_std": float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
+            "final_eval_iqm": iqm(x) if len(x) else math.nan,
+            "final_eval_iqm_ci_low": lo, "final_eval_iqm_ci_high": hi,
+            "best_eval_mean": float(g["best_eval_return"].mean()),
+            "wall_time_s_mean": float(g["wall_time_s"].mean()),
+            "env_steps_per_s_mean": float(g["env_steps_per_s"].mean()),
+            "spikerl_improvement_pct": math.nan,
+            "spikerl_improvement_ci_low": math.nan, "spikerl_improvement_ci_high": math.nan,
+        }
+        ours = finals[(finals["method"] == BASELINE_OF_IMPROVEMENT) & (finals["env"] == env)]
+        y = ours["final_eval_return"].dropna().to_numpy(dtype=float)
+        if method != BASELINE_OF_IMPROVEMENT and len(y) and len(x):
+            row["spikerl_improvement_pct"] = improvement_pct(y, x)
+            (row["spikerl_improvement_ci_low"],
+             row["spikerl_improvement_ci_high"]) = bootstrap_ci((y, x), improvement_pct)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,203 @@
+"""Tune experiments (experiments issue): the YAML schema's one-line errors, the recipes of the
+methods, the smoke experiment run for real with its report, and resuming a killed one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from spikerl_ray.cli import main
+from spikerl_ray.experiments import load_experiment
+from spikerl_ray.experiments.tune import trial_settings
+from spikerl_ray.run import RunSettings, build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "tune_configs" / "smoke.yaml"
+GOOD = """\
+name: t
+methods: [spikerl, ann]
+envs: [Pendulum-v1]
+seeds: [0]
+env_steps: 1000
+"""
+
+BAD = [
+    ("extra", GOOD + "colour: blue\n", "colour: unknown key"),
+    ("type", GOOD.replace("env_steps: 1000", "env_steps: lots"), "env_steps: Input should be"),
+    ("negative", GOOD.replace("env_steps: 1000", "env_steps: -5"), "env_steps: Input should "
+     "be greater than 0"),
+    ("method", GOOD.replace("[spikerl, ann]", "[spikerl, snn9000]"),
+     "methods: unknown method 'snn9000'"),
+    ("env", GOOD.replace("Pendulum-v1", "NoSuchEnv-v0"), "envs: unknown environment"),
+    ("discrete", GOOD.replace("Pendulum-v1", "CartPole-v1"), "envs: "),
+    ("nested", GOOD + "resources: {learners: 2, gpus: 1}\n", "resources.gpus: unknown key"),
+    ("space", GOOD + "search: {actor_lr: {normal: [0, 1]}}\n", "search.actor_lr: a search "
+     "space is one of"),
+    ("searchable", GOOD + "search: {gamma: {choice: [0.9]}}\n", "search: cannot search "
+     "'gamma'"),
+    ("scheduler", GOOD + "scheduler: {type: hyperband}\n", "scheduler.type: Input should be"),
+    ("yaml", GOOD + "methods: [unclosed\n", "not valid YAML"),
+    ("not-a-mapping", "- just\n- a list\n", "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_one_line_and_exit_2_before_ray(name, text, message, tmp_path, capsys,
+                                                      monkeypatch):
+    import spikerl_ray.training
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a bad config")
+
+    monkeypatch.setattr(spikerl_ray.training, "init_ray", no_ray)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    assert main(["tune", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"spikerl tune: error: {path}: "), err
+    assert message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["tune", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_every_shipped_config_validates():
+    for path in sorted((ROOT / "tune_configs").glob("*.yaml")):
+        exp = load_experiment(path)
+        assert exp.name == path.stem
+    sweep = load_experiment(ROOT / "tune_configs" / "sweep_spikerl.yaml")
+    assert sweep.num_samples >= 32 and sweep.scheduler is not None
+
+
+def test_recipes_differ_and_explicit_settings_win():
+    def config(**kw):
+        return build_config(RunSettings(env="Hopper-v5", **kw))
+
+    spikerl, popsan, dsrl = (config(method=m) for m in ("spikerl", "popsan", "dsrl"))
+    assert spikerl.precision == "bf16" and popsan.precision == "fp32"
+    assert spikerl.pre_tanh_penalty > 0 and popsan.pre_tanh_penalty == 0
+    assert spikerl.actor_kwargs == {} and popsan.actor_kwargs == {"deterministic_encoder": False}
+    assert (dsrl.actor_lr, dsrl.critic_lr, dsrl.num_steps_random_warmup) == (1e-3, 1e-3, 1000)
+    assert (popsan.actor_lr, popsan.num_steps_random_warmup) == (1e-4, 10_000)
+    # Explicit settings override the recipe; --policy swaps the network only.
+    assert config(method="spikerl", precision="fp32").precision == "fp32"
+    mixed = config(method="dsrl", policy="ann")
+    assert mixed.policy == "ann" and mixed.actor_lr == 1e-3
+    # No method: no recipe, TD3Config's (PopSAN's) defaults.
+    plain = config(policy="spikerl")
+    assert plain.pre_tanh_penalty == 0 and plain.precision == "fp32"
+
+
+def test_trial_settings_apply_learners_to_data_parallel_methods_only(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(GOOD + "resources: {learners: 2}\nsearch: {timesteps: {grid: [3]}}\n")
+    exp = load_experiment(path)
+    ours = trial_settings(exp, "spikerl", "Pendulum-v1", 0, {"timesteps": 3, "actor_lr": 0.01})
+    theirs = trial_settings(exp, "ann", "Pendulum-v1", 0, {})
+    assert ours.learners == 2 and theirs.learners == 0
+    assert ours.actor_kwargs == {"timesteps": 3} and ours.actor_lr == 0.01
+
+
+def _finished(trial: Path, steps: int) -> bool:
+    rows = (trial / "result.json").read_text().splitlines() if (
+        trial / "result.json").exists() else []
+    return bool(rows) and json.loads(rows[-1])["num_env_steps_sampled_lifetime"] >= steps
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, ray_session) -> Path:
+    out = tmp_path_factory.mktemp("tune")
+    assert main(["tune", str(SMOKE), "--out", str(out)]) == 0
+    return out / "smoke"
+
+
+@pytest.mark.slow
+def test_smoke_experiment_runs_every_trial(smoke_run):
+    trials = sorted(p for p in smoke_run.iterdir() if (p / "params.json").exists())
+    names = sorted(p.name.rsplit("_", 2)[0] for p in trials)
+    assert names == ["ann_Pendulum-v1_s0", "ann_Pendulum-v1_s1", "spikerl_Pendulum-v1_s0",
+                     "spikerl_Pendulum-v1_s1"]
+    for trial in trials:
+        assert _finished(trial, 3000)
+        assert list(trial.glob("checkpoint_*")), trial
+        config = json.loads((trial / "params.json").read_text())
+        assert config["precision"] == ("bf16" if config["method"] == "spikerl" else "fp32")
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
+    assert main(["report", str(smoke_run)]) == 0
+    out = smoke_run / "report"
+    for name in ("report.md", "results.csv", "results.parquet", "summary.csv",
+                 "learning_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    tidy = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(tidy, pd.read_csv(out / "results.csv"), check_dtype=False)
+    assert len(tidy) == 4 * 3 and set(tidy["method"]) == {"spikerl", "ann"}
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    finals = {m: np.array([g.dropna(subset=["eval_return"])["eval_return"].iloc[-1]
+                           for _, g in t.groupby("trial")])
+              for m, t in tidy.groupby("method")}
+    rng_seed = 0
+    for method, x in finals.items():
+        row = summary.loc[method]
+        assert row["seeds"] == 2
+        assert row["final_eval_mean"] == pytest.approx(x.mean())
+        assert row["final_eval_std"] == pytest.approx(x.std(ddof=1))
+        assert row["final_eval_iqm"] == pytest.approx(stats.trim_mean(x, 0.25))
+        ci = stats.bootstrap((x,), lambda v: stats.trim_mean(v, 0.25), n_resamples=2000,
+                             method="percentile", vectorized=False,
+                             random_state=np.random.default_rng(rng_seed)).confidence_interval
+        assert (row["final_eval_iqm_ci_low"], row["final_eval_iqm_ci_high"]) == \
+            pytest.approx((ci.low, ci.high))
+        best = tidy[tidy["method"] == method].groupby("trial")["eval_return"].max().mean()
+        assert row["best_eval_mean"] == pytest.approx(best)
+    ours, base = finals["spikerl"], finals["ann"]
+    gain = 100 * (ours.mean() - base.mean()) / abs(base.mean())
+    assert summary.loc["ann", "spikerl_improvement_pct"] == pytest.approx(gain)
+    assert math.isnan(summary.loc["spikerl", "spikerl_improvement_pct"])
+    assert "spikerl report" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_killed_experiment_resumes_without_rerunning_finished_trials(tmp_path, ray_session):
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    driver = subprocess.Popen([sys.executable, "-m", "spikerl_ray.cli", "tune", str(SMOKE),
+                               "--out", str(tmp_path)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    exp_dir = tmp_path / "smoke"
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and driver.poll() is None:
+            trials = [p for p in exp_dir.glob("*_s*") if p.is_dir()]
+            if any(_finished(t, 3000) for t in trials):
+                break
+            time.sleep(2)
+        assert driver.poll() is None, "the experiment ended before it could be interrupted"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    finished = {t.name: (t / "result.json").read_text() for t in exp_dir.glob("*_s*")
+                if _finished(t, 3000)}
+    assert 1 <= len(finished) < 4
+    assert main(["tune", str(SMOKE), "--out", str(tmp_path), "--resume"]) == 0
+    trials = [t for t in exp_dir.glob("*_s*") if t.is_dir()]
+    assert len(trials) == 4 and all(_finished(t, 3000) for t in trials)
+    for name, text in finished.items():  # not re-run: not a row more
+        assert (exp_dir / name / "result.json").read_text() == text
