@@ -35,7 +35,8 @@ from common import emit  # noqa: E402
 
 
 # A run counts as collapsed when its actions barely vary over observations at the end: an
-# action spread under 0.01 (collapsed runs measured 0.000; healthy ones 0.1-0.3).
+# action spread under 0.01 (collapsed runs measured 0.000; healthy ones 0.1-0.3). The env
+# steps of every iteration that ended below it are listed too (a collapse can be temporary).
 COLLAPSED_ACTION_STD = 0.01
 
 
@@ -58,6 +59,8 @@ def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int
             "final_action_std": health["action_std"],
             "final_output_saturation": None if math.isnan(saturation) else saturation,
             "collapsed": health["action_std"] < COLLAPSED_ACTION_STD,
+            "collapsed_iterations": [int(r["env_steps"]) for r in rows
+                                     if float(r["action_std"]) < COLLAPSED_ACTION_STD],
             "env_steps": int(rows[-1]["env_steps"]),
             "env_steps_per_s": int(rows[-1]["env_steps"]) / wall,
             "evals": [(int(r["env_steps"]), float(r["eval_return_mean"])) for r in rows

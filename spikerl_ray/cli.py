@@ -138,6 +138,12 @@ def _tune(args: argparse.Namespace) -> None:
     init_ray(args.address)
     results = run_experiment(exp, args.out, resume=args.resume)
     where = f"{storage_root(exp, args.out).rstrip('/')}/{exp.name}"
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished:  # Tune returns on Ctrl-C, its state saved
+        out = f" --out {args.out}" if args.out else ""
+        print(f"spikerl tune: {unfinished} of {len(results)} trials unfinished; continue "
+              f"with: spikerl tune {args.config}{out} --resume", file=sys.stderr)
+        raise KeyboardInterrupt
     print(f"done: {len(results)} trials ({results.num_errors} failed) in {where}; "
           f"tables and plots: spikerl report {where}")
     if results.num_errors:

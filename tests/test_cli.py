@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -165,3 +166,16 @@ def test_console_script_error_has_no_traceback(spikerl_cmd, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("spikerl train: error:")
+
+
+def test_report_of_a_train_run(run_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    assert main(["report", str(out)]) == 0
+    summary = pd.read_csv(out / "report" / "summary.csv")
+    assert summary[["method", "env", "seeds"]].values.tolist() == [["spikerl", "Pendulum-v1", 1]]
+    last_eval = float(_rows(out)[-1]["eval_return_mean"])
+    assert summary["final_eval_mean"].iloc[0] == pytest.approx(last_eval)
+    assert (out / "report" / "learning_curves.png").stat().st_size > 0
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

@@ -9,7 +9,6 @@ best trial's settings, and ``report.md`` linking all of it.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +41,7 @@ def _summary_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_report(path: str | Path, command: str | None = None) -> Path:
+def write_report(path: str | Path) -> Path:
     """Writes the report of the experiment or run at ``path``; returns ``report.md``."""
     path = Path(path)
     if not path.is_dir():
@@ -62,7 +61,7 @@ def write_report(path: str | Path, command: str | None = None) -> Path:
     has_eval = table["eval_return"].notna().any()
     column = "eval_return" if has_eval else "train_return"
     learning_curves(table, out / "learning_curves.png", column)
-    command = command or "spikerl report " + " ".join(sys.argv[2:] or [str(path)])
+    command = f"spikerl report {path}"
     md = [f"# Report: {path.name}", "", f"Made with `{command}`.", "",
           "Final evaluation return: each trial's last noise-free evaluation; IQM: "
           "interquartile mean over seeds with a 95% percentile bootstrap interval; spikerl vs "
