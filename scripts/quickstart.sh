@@ -7,6 +7,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 OUT=${OUT:-runs/quickstart}
-spikerl train --policy spikerl --env Pendulum-v1 --steps "${STEPS:-15000}" --seed 0 \
+spikerl train --method spikerl --env Pendulum-v1 --steps "${STEPS:-15000}" --seed 0 \
   --warmup-steps 1000 --out "$OUT" --force
 spikerl evaluate "$(ls -d "$OUT"/checkpoints/iter_* | tail -n 1)" --episodes 10
