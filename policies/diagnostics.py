@@ -13,6 +13,9 @@ import math
 from typing import Callable
 
 import torch
+from torch import nn
+
+from policies.operations import OPERATION_NAMES, inference_operations
 
 # Layers whose statistics are reported (a PopSAN actor's; DSRL has no "output", the ANN none).
 REPORTED_LAYERS = ("hidden0", "hidden1", "output")
@@ -28,12 +31,13 @@ def statistic_names() -> tuple[str, ...]:
     """Names of the statistics :func:`actor_statistics` can return, in report order."""
     per_layer = tuple(f"{kind}_{layer}" for layer in REPORTED_LAYERS
                       for kind in ("rate", "silent", "always"))
-    return per_layer + ("action_std", "pre_tanh_abs", "pre_tanh_saturated")
+    return per_layer + ("action_std", "pre_tanh_abs", "pre_tanh_saturated") + OPERATION_NAMES
 
 
 @torch.no_grad()
 def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
-                     obs: torch.Tensor, timesteps: int | None) -> dict[str, float]:
+                     obs: torch.Tensor, timesteps: int | None,
+                     network: nn.Module | None = None) -> dict[str, float]:
     """Statistics of ``actor`` (an actor of :mod:`policies.actors`, or its ``forward``) on
     normalized observations ``(batch, obs_dim)``; ``timesteps`` is its T (None for an ANN):
 
@@ -43,7 +47,9 @@ def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Te
     - ``action_std``: the spread of the actions over the observations (std per action
       dimension, averaged); near 0 means a constant action;
     - ``pre_tanh_abs`` and ``pre_tanh_saturated``: mean ``|u|`` of the pre-tanh outputs and the
-      fraction beyond :data:`PRE_TANH_SATURATED`.
+      fraction beyond :data:`PRE_TANH_SATURATED`;
+    - with ``network`` (the actor module), its synaptic operations, MACs and estimated
+      neuromorphic energy per inference (:func:`policies.operations.inference_operations`).
     """
     pre, counts = actor(obs, return_spikes=True, squash=False)
     pre = pre.float()
@@ -61,6 +67,8 @@ def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Te
         stats[f"rate_{layer}"] = float(c.mean() / full)
         stats[f"silent_{layer}"] = float((c == 0).float().mean())
         stats[f"always_{layer}"] = float((c == full).float().mean())
+    if network is not None:
+        stats |= inference_operations(network, counts, batch)
     return stats
 
 

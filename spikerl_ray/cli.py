@@ -10,6 +10,8 @@ from typing import Any
 from policies import ACTORS
 from policies.spiking import BACKENDS as SPIKING_BACKENDS
 from spikerl_ray.core.td3 import PRECISIONS
+from spikerl_ray.energy.accounting import CARBON_REGIONS, DEFAULT_CARBON_INTENSITY
+from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_intensity
 from spikerl_ray.errors import UserError
 from spikerl_ray.methods import METHODS
 from spikerl_ray.run import RunSettings
@@ -35,6 +37,15 @@ def _number(kind: type, allow_zero: bool) -> Any:
 _positive_int = _number(int, allow_zero=False)
 _non_negative_int = _number(int, allow_zero=True)
 _non_negative_float = _number(float, allow_zero=True)
+_positive_float = _number(float, allow_zero=False)
+
+
+def _carbon_intensity(text: str) -> float:
+    """An argparse type: gCO2e/kWh, a number or a region name."""
+    try:
+        return parse_carbon_intensity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", type=_positive_int, default=10)
     t.add_argument("--address", default=None, help="join this Ray cluster instead of "
                    "starting the embedded one (e.g. 127.0.0.1:6379 or 'auto')")
+    t.add_argument("--carbon-intensity", type=_carbon_intensity,
+                   default=DEFAULT_CARBON_INTENSITY, metavar="G_PER_KWH",
+                   help=f"gCO2e per kWh for the carbon figures, or a region "
+                   f"({', '.join(CARBON_REGIONS)}); default {DEFAULT_CARBON_INTENSITY:g}, the "
+                   "2019 world average")
+    t.add_argument("--estimate-cpu-watts", type=_positive_float, default=None, metavar="W",
+                   help="where RAPL cannot be read, estimate CPU energy as W watts per busy "
+                   "core of the run's processes (labelled 'estimate'; default: no estimate)")
+    t.add_argument("--no-energy", action="store_true",
+                   help="run no energy monitors (no energy columns, no energy.json)")
     group = t.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="replace the run in --out")
@@ -100,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
     r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run")
+
+    g = sub.add_parser("energy", help="GPS-UP and carbon of two training runs")
+    g.add_argument("base", help="the baseline run folder (with energy.json)")
+    g.add_argument("new", help="the run compared with it")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the GPS-UP quadrant with both runs")
+    g.add_argument("--tolerance", type=_positive_float, default=None,
+                   help="Speedup or Powerup this close to 1 counts as 1 (default 0.01)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint without exploration noise")
     e.add_argument("checkpoint")
@@ -122,7 +152,8 @@ def _train(args: argparse.Namespace) -> None:
         allreduce_dtype=args.allreduce_dtype, backend=args.backend,
         warmup_steps=args.warmup_steps, spiking_backend=args.spiking_backend,
         compile=args.compile, async_sampling=args.async_sampling, eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes)
+        eval_episodes=args.eval_episodes, energy_monitor=not args.no_energy,
+        estimate_cpu_watts=args.estimate_cpu_watts, carbon_intensity=args.carbon_intensity)
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
                        address=args.address, progress=not args.no_progress)
     print(f"done: {args.out}/progress.csv, last checkpoint {checkpoint}")
@@ -157,6 +188,45 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report: {write_report(args.dir)}")
 
 
+def _energy(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from spikerl_ray.energy.accounting import ENERGY_FILE, load_energy
+    from spikerl_ray.energy.gpsup import GPSUP_TOLERANCE, compare, describe, plot_quadrant
+
+    runs = []
+    for name in (args.base, args.new):
+        path = Path(name)
+        folder = path.parent if path.name == ENERGY_FILE else path
+        if not folder.is_dir():
+            raise UserError(f"{name} is not a run folder")
+        try:
+            energy = load_energy(folder)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{folder / ENERGY_FILE} is unreadable: {exc}") from None
+        if energy is None:
+            raise UserError(f"{folder} has no {ENERGY_FILE}: train it with spikerl train "
+                            "(energy monitors on, the default)")
+        runs.append(energy)
+    try:
+        result = compare(*runs, tol=args.tolerance or GPSUP_TOLERANCE)
+    except (KeyError, TypeError, ZeroDivisionError) as exc:
+        raise UserError(f"an energy.json is incomplete or corrupt: {exc!r}") from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    result |= {"base": args.base, "new": args.new}
+    if args.plot:
+        result["plot"] = str(plot_quadrant(result, args.plot, (Path(args.base).name,
+                                                                Path(args.new).name)))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"base: {args.base}\nnew:  {args.new}")
+    print("\n".join(describe(result)))
+    if args.plot:
+        print(f"quadrant: {result['plot']}")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from spikerl_ray.evaluate import evaluate
 
@@ -173,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         {"train": _train, "evaluate": _evaluate, "tune": _tune,
-         "report": _report}[args.command](args)
+         "report": _report, "energy": _energy}[args.command](args)
     except UserError as exc:
         print(f"spikerl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,11 +14,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from policies.diagnostics import actor_statistics
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.run import CHECKPOINT_INFO
 
 MODULE_PATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+# Observations of the evaluation episodes the spike statistics are measured on (evenly spaced).
+STATISTICS_OBS = 1000
 
 
 def load_module(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -62,12 +65,13 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = No
                         f"{module.action_space.shape}); {env_id} has observations "
                         f"{obs_space.shape}, actions {act_space.shape}")
     env = gym.make(env_id)
-    returns, lengths = [], []
+    returns, lengths, seen = [], [], []
     try:
         for k in range(episodes):
             obs, _ = env.reset(seed=seed + k)
             total, n, done = 0.0, 0, False
             while not done:
+                seen.append(obs)
                 obs, reward, terminated, truncated, _ = env.step(act(module, obs, act_space))
                 total += float(reward)
                 n += 1
@@ -78,4 +82,18 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = No
         env.close()
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "episodes": episodes, "episode_length_mean": float(np.mean(lengths)),
-            "env": env_id, "policy": info["policy"], "checkpoint": str(checkpoint)}
+            "env": env_id, "policy": info["policy"], "checkpoint": str(checkpoint),
+            "spikes": spike_statistics(module, np.asarray(seen, dtype=np.float32))}
+
+
+def spike_statistics(module: Any, observations: np.ndarray) -> dict[str, Any]:
+    """Firing rates per layer, synaptic operations and MACs per inference and the estimated
+    neuromorphic energy per inference (:mod:`policies.operations`), on up to
+    :data:`STATISTICS_OBS` of ``observations`` (raw; normalized here as when acting)."""
+    picks = np.linspace(0, len(observations) - 1, min(len(observations), STATISTICS_OBS))
+    obs = module.normalize(torch.as_tensor(observations[picks.astype(int)]))
+    stats = actor_statistics(module.actor.forward, obs, getattr(module.actor, "timesteps", None),
+                             module.actor)
+    return {**stats, "observations": len(picks),
+            "inference_energy_basis": "estimate: 0.9 pJ per synaptic operation, 4.6 pJ per "
+                                      "MAC (45 nm figures of SNN papers), not a measurement"}

@@ -3,7 +3,8 @@
 Layout of a run folder::
 
     DIR/run.json                 settings of the run (policy, env, seed, scale, precision)
-    DIR/progress.csv             one row per training iteration
+    DIR/progress.csv             one row per training iteration (energy columns included)
+    DIR/energy.json              the run's energy per node and device, summed over iterations
     DIR/checkpoints/iter_NNNNNN/ RLlib checkpoints (Algorithm.from_checkpoint restores them),
                                  each with spikerl_run.json naming the env and policy
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.diagnostics import statistic_names
+from spikerl_ray.energy.accounting import DEFAULT_CARBON_INTENSITY, ENERGY_COLUMNS, ENERGY_FILE
 from spikerl_ray.errors import UserError
 
 RUN_FILE = "run.json"
@@ -27,7 +29,8 @@ CHECKPOINT_INFO = "spikerl_run.json"
 PROGRESS_COLUMNS = (
     "iteration", "env_steps", "episode_return_mean", "eval_return_mean", "env_steps_per_s",
     "updates_per_s", "num_updates", "critic_loss", "actor_loss", "time_s",
-    *statistic_names(),  # the actor's firing and saturation statistics
+    *statistic_names(),  # the actor's firing, saturation and operation statistics
+    *ENERGY_COLUMNS,
 )
 
 
@@ -65,6 +68,9 @@ class RunSettings:
     batch_size: int | None = None
     exploration_noise: float | None = None
     actor_kwargs: dict[str, Any] = field(default_factory=dict)
+    energy_monitor: bool = True
+    estimate_cpu_watts: float | None = None
+    carbon_intensity: float = DEFAULT_CARBON_INTENSITY
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
@@ -116,6 +122,8 @@ def build_config(s: RunSettings) -> Any:
                     evaluation_duration=s.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
                     evaluation_config={"explore": False})
+        .energy(monitor=s.energy_monitor, estimate_cpu_watts=s.estimate_cpu_watts,
+                carbon_intensity=s.carbon_intensity)
         .debugging(seed=s.seed)
     )
 
@@ -155,7 +163,7 @@ class RunDir:
         if dry_run:
             return settings
         if self.holds_run():  # --force: the user asked to replace the earlier run
-            for name in (RUN_FILE, PROGRESS_FILE):
+            for name in (RUN_FILE, PROGRESS_FILE, ENERGY_FILE):
                 (self.path / name).unlink(missing_ok=True)
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.diagnostics import collapse_warning, statistic_names
+from spikerl_ray.energy.accounting import ENERGY_COLUMNS, ENERGY_FILE, EnergyLedger, load_energy
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.run import RunDir, RunSettings, build_config
@@ -62,6 +63,7 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
     updates = learner.get("num_gradient_updates_lifetime", 0)
     eval_ret = (result.get("evaluation", {}).get("env_runners", {}).get("episode_return_mean")
                 if evaluated else None)
+    energy = result.get("energy") or {}
     return {
         "iteration": result["training_iteration"],
         "env_steps": int(steps),
@@ -74,6 +76,7 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
         "actor_loss": learner.get("actor_loss"),
         "time_s": result.get("time_total_s"),
         **{name: learner.get(name) for name in statistic_names()},
+        **{name: energy.get(name) for name in ENERGY_COLUMNS},
     }
 
 
@@ -107,6 +110,9 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
         env_steps = int(algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
                                           default=0))
         updates = 0.0
+        stored = load_energy(run.path) if resume else None
+        ledger = (EnergyLedger.from_dict(stored) if stored else
+                  EnergyLedger(settings.carbon_intensity))
         bar = tqdm(total=steps, initial=min(env_steps, steps), unit="step", disable=not progress,
                    dynamic_ncols=True)
         last_ckpt = None
@@ -121,6 +127,9 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
             if last and not evaluated:
                 row["eval_return_mean"] = algo.evaluate()["env_runners"]["episode_return_mean"]
             run.append_progress(row)
+            if result.get("energy"):
+                ledger.add(result["energy"], row["env_steps"] - env_steps)
+                ledger.write(run.path / ENERGY_FILE)
             warning = None if warned else collapse_warning(
                 {k: v for k, v in row.items() if v is not None})
             if warning:

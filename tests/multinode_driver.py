@@ -43,6 +43,11 @@ def main() -> None:
             out["env_steps"] = [r["num_env_steps_sampled_lifetime"] for r in results]
             out["updates"] = [r["learners"]["default_policy"]["num_gradient_updates_lifetime"]
                               for r in results]
+            # One energy monitor per node the run uses: the driver's and each runner's.
+            devices = results[-1]["energy"]["devices"]
+            out["energy_nodes"] = results[-1]["energy"]["energy_nodes"]
+            out["energy_node_ids"] = sorted({d["node"] for d in devices})
+            out["driver_node_id"] = ray.get_runtime_context().get_node_id()
             out["replay_size"] = [r.get() for r in algo.learner_group.foreach_learner(
                 lambda l: len(l.replay))][0]
             # One more sampling round: a fragment comes back from each of the two runners.

@@ -18,7 +18,7 @@ from policies.diagnostics import (
 
 
 def _stats(actor, obs):
-    return actor_statistics(actor, obs, getattr(actor, "timesteps", None))
+    return actor_statistics(actor, obs, getattr(actor, "timesteps", None), actor)
 
 
 def _actor(name="popsan"):

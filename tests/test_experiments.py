@@ -18,6 +18,7 @@ import pytest
 from scipy import stats
 
 from spikerl_ray.cli import main
+from spikerl_ray.energy.readers import RaplReader
 from spikerl_ray.experiments import load_experiment
 from spikerl_ray.experiments.tune import trial_settings
 from spikerl_ray.run import RunSettings, build_config
@@ -172,6 +173,17 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
     assert summary.loc["ann", "spikerl_improvement_pct"] == pytest.approx(gain)
     assert math.isnan(summary.loc["spikerl", "spikerl_improvement_pct"])
     assert "spikerl report" in (out / "report.md").read_text()
+    # The trials carry energy (smoke.yaml asks for the CPU estimate where RAPL is unreadable);
+    # the summary's figure per method recomputes from the tidy table.
+    basis = "measured" if RaplReader().status == "rapl" else "estimated"
+    assert set(tidy["energy.energy_basis"]) == {basis}
+    for method, t in tidy.groupby("method"):
+        per_trial = [1000 * g["energy.energy_j"].sum() / g["env_steps"].iloc[-1]
+                     for _, g in t.groupby("trial")]
+        assert summary.loc[method, "energy_j_per_1k_steps_mean"] == pytest.approx(
+            np.mean(per_trial))
+        assert summary.loc[method, "energy_basis"] == basis
+    assert "## Energy" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -25,6 +25,10 @@ def test_env_runners_on_distinct_nodes_feed_the_learner():
     assert seen["fragment_sizes"] == [50, 50]
     assert seen["replay_size"] == seen["env_steps"][-1] >= 3000
     assert seen["env_steps"] == sorted(seen["env_steps"]) and seen["updates"][-1] > 0
+    # Energy is read on every node the run uses (the driver's and both runners'), not only
+    # on the driver's.
+    assert seen["energy_nodes"] == 3
+    assert seen["energy_node_ids"] == sorted(seen["worker_node_ids"] + [seen["driver_node_id"]])
     # `spikerl train --address` joins the existing cluster instead of starting one.
     assert seen["cli_returncode"] == 0, seen["cli_stderr_tail"]
     assert seen["cli_progress_rows"] == 2

@@ -70,6 +70,16 @@ class Settings(_Strict):
     pre_tanh_penalty: NonNegativeFloat | None = None
     spiking_backend: Literal["fused", "torch"] | None = None
     compile: bool | None = None
+    energy_monitor: bool | None = None  # default: on
+    estimate_cpu_watts: PositiveFloat | None = None
+    carbon_intensity: float | str | None = None  # gCO2e/kWh or a region name
+
+    @field_validator("carbon_intensity")
+    @classmethod
+    def _intensity(cls, value: float | str | None) -> float | None:
+        from spikerl_ray.energy.accounting import carbon_intensity
+
+        return None if value is None else carbon_intensity(value)
 
 
 class Grid(_Strict):

@@ -41,6 +41,24 @@ def _summary_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _energy_markdown(summary: pd.DataFrame) -> list[str]:
+    """The energy table, when the trials carry energy (each figure with its basis)."""
+    if "energy_j_per_1k_steps_mean" not in summary:
+        return []
+    lines = ["## Energy", "", "Summed over each trial's iterations (evaluation included), per "
+             "1,000 training env steps, mean over seeds; basis: measured (RAPL, NVML) or "
+             "estimated (--estimate-cpu-watts). Runs sharing a node share its RAPL and NVML "
+             "counters (docs/energy.md).", "",
+             "| method | env | energy per 1k env steps (J) | CO2e per trial (kg) | basis |",
+             "|---|---|---|---|---|"]
+    for r in summary.to_dict("records"):
+        if isinstance(r.get("energy_basis"), str):
+            lines.append(f"| {r['method']} | {r['env']} | "
+                         f"{_fmt(r['energy_j_per_1k_steps_mean'])} | "
+                         f"{r['co2e_kg_mean']:.3g} | {r['energy_basis']} |")
+    return lines + [""]
+
+
 def write_report(path: str | Path) -> Path:
     """Writes the report of the experiment or run at ``path``; returns ``report.md``."""
     path = Path(path)
@@ -69,6 +87,7 @@ def write_report(path: str | Path) -> Path:
           "resampling each method's seeds (n/a: fewer than 2 seeds).", "",
           *_summary_markdown(summary), "",
           "![learning curves](learning_curves.png)", "",
+          *_energy_markdown(summary),
           "Files: [summary.csv](summary.csv), [trials.csv](trials.csv), "
           "[results.csv](results.csv), [results.parquet](results.parquet) (one row per trial "
           "and iteration)."]

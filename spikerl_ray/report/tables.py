@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spikerl_ray.energy.accounting import ENERGY_COLUMNS
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
@@ -61,7 +63,8 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
                 "precision": config.get("precision", "fp32"),
             }
             row.update({f"search.{k}": v for k, v in (config.get("search") or {}).items()})
-            row.update({f"energy.{k}": v for k, v in (r.get("energy") or {}).items()})
+            energy = r.get("energy") or {}
+            row.update({f"energy.{k}": energy[k] for k in ENERGY_COLUMNS if k in energy})
             rows.append(row)
             last_steps, last_time = steps, wall
     return rows
@@ -79,6 +82,7 @@ def _train_run_rows(run_dir: Path) -> list[dict[str, Any]]:
         "env_steps_per_s": p["env_steps_per_s"], "wall_time_s": p["time_s"],
         "learners": max(int(settings.get("learners", 0)), 1),
         "precision": settings.get("precision") or "fp32",
+        **{f"energy.{k}": p[k] for k in ENERGY_COLUMNS if k in p},
     } for p in progress.to_dict("records")]
 
 
@@ -120,8 +124,22 @@ def final_per_trial(table: pd.DataFrame) -> pd.DataFrame:
             "env_steps_per_s": (last["env_steps"] / last["wall_time_s"]
                                 if last["wall_time_s"] > 0 else math.nan),
             **{c: last[c] for c in g.columns if c.startswith("search.")},
+            **_trial_energy(g),
         })
     return pd.DataFrame(out)
+
+
+def _trial_energy(g: pd.DataFrame) -> dict[str, Any]:
+    """A trial's energy summed over its iterations (nothing when it has none)."""
+    if "energy.energy_j" not in g or g["energy.energy_j"].isna().all():
+        return {}
+    joules = float(pd.to_numeric(g["energy.energy_j"], errors="coerce").sum())
+    steps = float(g["env_steps"].iloc[-1])  # every iteration's energy is summed
+    basis = sorted({str(b) for b in g["energy.energy_basis"].dropna()})
+    co2 = pd.to_numeric(g["energy.co2e_kg"], errors="coerce").sum()
+    return {"energy_j": joules, "energy_basis": "+".join(basis),
+            "energy_j_per_1k_steps": 1000.0 * joules / steps if steps > 0 else math.nan,
+            "co2e_kg": float(co2)}
 
 
 def iqm(values: np.ndarray) -> float:
@@ -163,6 +181,11 @@ def summary_table(finals: pd.DataFrame) -> pd.DataFrame:
             "best_eval_mean": float(g["best_eval_return"].mean()),
             "wall_time_s_mean": float(g["wall_time_s"].mean()),
             "env_steps_per_s_mean": float(g["env_steps_per_s"].mean()),
+            **({"energy_j_per_1k_steps_mean": float(g["energy_j_per_1k_steps"].mean()),
+                "co2e_kg_mean": float(g["co2e_kg"].mean()),
+                "energy_basis": "+".join(sorted(set("+".join(g["energy_basis"].dropna())
+                                                    .split("+")) - {""}))}
+               if "energy_j" in g and g["energy_j"].notna().any() else {}),
             "spikerl_improvement_pct": math.nan,
             "spikerl_improvement_ci_low": math.nan, "spikerl_improvement_ci_high": math.nan,
         }

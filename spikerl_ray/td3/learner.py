@@ -135,14 +135,16 @@ class TD3TorchLearner(TorchLearner):
                 done += 1
         out = {k: float(v) / counts[k] for k, v in sums.items()}
         out.update(num_updates=done, replay_size=len(self.replay))
-        if len(self.replay):
-            out.update(self._actor_health(module))
         return out
 
-    def _actor_health(self, module: Any) -> dict[str, float]:
-        """Firing and saturation statistics of the actor on the newest observations
-        (:func:`policies.diagnostics.actor_statistics`). ``forward`` is called directly so
-        that a compiled actor runs eagerly here instead of compiling for this batch."""
+    def actor_health(self) -> dict[str, float]:
+        """Firing, saturation and operation statistics of the actor on the newest observations
+        (:func:`policies.diagnostics.actor_statistics`; empty before any transition).
+        ``forward`` is called directly so that a compiled actor runs eagerly here instead of
+        compiling for this batch."""
+        if not len(self.replay):
+            return {}
+        module = self.module[DEFAULT_MODULE_ID].unwrapped()
         obs = module.normalize(self.replay.recent_obs(HEALTH_PROBE_OBS))
         return actor_statistics(module.actor.forward, obs,
-                                getattr(module.actor, "timesteps", None))
+                                getattr(module.actor, "timesteps", None), module.actor)

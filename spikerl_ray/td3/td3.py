@@ -8,8 +8,8 @@ an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
-
 from unittest import mock
 
 import numpy as np
@@ -36,6 +36,7 @@ from policies import ACTORS
 from policies.spiking import BACKENDS as SPIKING_BACKENDS
 from spikerl_ray.core.replay import TRANSITION_KEYS
 from spikerl_ray.core.td3 import PRECISIONS
+from spikerl_ray.energy.accounting import DEFAULT_CARBON_INTENSITY
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
 SAMPLE_TAG = "td3_sample"  # tags the overlapped sampling requests among a runner's calls
@@ -90,6 +91,10 @@ class TD3Config(AlgorithmConfig):
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
         self.async_sampling = False
+        # Energy (spikerl_ray.energy): a monitor on every node the run uses.
+        self.energy_monitor = True
+        self.estimate_cpu_watts: float | None = None
+        self.carbon_intensity = DEFAULT_CARBON_INTENSITY
         self.normalize_actions = True
         self.clip_actions = False
         from spikerl_ray.td3.env_runner import TD3EnvRunner
@@ -163,6 +168,27 @@ class TD3Config(AlgorithmConfig):
                 setattr(self, name, value)
         return self
 
+    def energy(self, *, monitor: bool | None = NotProvided,
+               estimate_cpu_watts: float | None = NotProvided,
+               carbon_intensity: float | None = NotProvided) -> "TD3Config":
+        """Sets the energy measurement (docs/energy.md).
+
+        Args:
+            monitor: run a monitor on every node the run uses (env runners, learners, the
+                driver), read at the start and end of every iteration; the result's
+                ``energy`` entry then holds joules per node and device with their source.
+            estimate_cpu_watts: where RAPL cannot be read, charge this many watts per busy
+                core of the run's processes, labelled ``estimate`` (None: no estimate).
+            carbon_intensity: gCO2e per kWh for the carbon figures (default 475, the world
+                average of 2019; ``spikerl_ray.energy.CARBON_REGIONS`` has named regions).
+        """
+        for name, value in (("energy_monitor", monitor),
+                            ("estimate_cpu_watts", estimate_cpu_watts),
+                            ("carbon_intensity", carbon_intensity)):
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
     @override(AlgorithmConfig)
     def validate(self) -> None:
         # TD3 exists only on the new API stack: consume RLlib's one-time "new API stack is
@@ -197,6 +223,13 @@ class TD3Config(AlgorithmConfig):
                               "it needs num_env_runners >= 1 (--env-runners)")
         if self.pre_tanh_penalty is None or self.pre_tanh_penalty < 0:
             self._value_error(f"pre_tanh_penalty must be >= 0, got {self.pre_tanh_penalty!r}")
+        if self.estimate_cpu_watts is not None and not self.estimate_cpu_watts > 0:
+            self._value_error(f"estimate_cpu_watts must be positive, got "
+                              f"{self.estimate_cpu_watts!r}")
+        if not (isinstance(self.carbon_intensity, (int, float))
+                and self.carbon_intensity >= 0):
+            self._value_error(f"carbon_intensity must be gCO2e/kWh >= 0, got "
+                              f"{self.carbon_intensity!r}")
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
@@ -272,6 +305,11 @@ def _add_and_train_own_shard(learner: Any, shard_refs: list, num_updates: int) -
     return learner.add_and_train(ray.get(shard_refs[learner._learner_index]), num_updates)
 
 
+def _where(_: Any = None) -> tuple[str, int]:
+    """The node id and process id of the caller (an env runner, a learner, the driver)."""
+    return ray.get_runtime_context().get_node_id(), os.getpid()
+
+
 class TD3(Algorithm):
     """TD3 with a learner-side replay memory; see :class:`TD3Config`."""
 
@@ -279,6 +317,55 @@ class TD3(Algorithm):
     @override(Algorithm)
     def get_default_config(cls) -> TD3Config:
         return TD3Config()
+
+    @override(Algorithm)
+    def setup(self, config: TD3Config) -> None:
+        super().setup(config)
+        self._energy_meter = None
+        if self.config.energy_monitor:
+            from spikerl_ray.energy.meter import EnergyMeter
+
+            self._energy_meter = EnergyMeter(self._processes(), self.config.estimate_cpu_watts,
+                                             self.config.carbon_intensity)
+
+    def _processes(self) -> dict[str, list[int]]:
+        """The run's processes by node: the driver, remote env runners and learners."""
+        places = [_where()]
+        if self.env_runner_group.num_remote_env_runners() > 0:
+            places += self.env_runner_group.foreach_env_runner(_where, local_env_runner=False)
+        if not self.learner_group.is_local:
+            places += [r.get() for r in self.learner_group.foreach_learner(_where)]
+        nodes: dict[str, list[int]] = {}
+        for node, pid in places:
+            nodes.setdefault(node, []).append(pid)
+        return nodes
+
+    @override(Algorithm)
+    def step(self) -> dict:
+        """One iteration (RLlib's), then the actor's statistics (once per iteration) and the
+        energy every node used in it."""
+        steps_key = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+        before = self.metrics.peek(steps_key, default=0)
+        if self._energy_meter is not None:
+            self._energy_meter.begin()
+        results = super().step()
+        # Learners hold identical weights (DDP), so the first one's statistics are the actor's.
+        health = [r.get() for r in self.learner_group.foreach_learner(
+            lambda learner: learner.actor_health())]
+        learner_results = results.setdefault(LEARNER_RESULTS, {}).setdefault(DEFAULT_MODULE_ID,
+                                                                             {})
+        learner_results.update(health[0])
+        if self._energy_meter is not None:
+            steps = int(self.metrics.peek(steps_key, default=0) - before)
+            results["energy"] = self._energy_meter.end(steps)
+        return results
+
+    @override(Algorithm)
+    def cleanup(self) -> None:
+        if getattr(self, "_energy_meter", None) is not None:
+            self._energy_meter.close()
+            self._energy_meter = None
+        super().cleanup()
 
     def _sample_fragments(self, random_actions: bool) -> list[tuple[dict, dict]]:
         """One fragment from every env runner (remote ones, else the local one)."""
