@@ -40,6 +40,18 @@ _non_negative_float = _number(float, allow_zero=True)
 _positive_float = _number(float, allow_zero=False)
 
 
+def _resource(text: str) -> tuple[str, float]:
+    """An argparse type: ``NAME=AMOUNT``, a Ray custom resource and a positive amount."""
+    name, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not sep or not name or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT with AMOUNT > 0, got {text!r}")
+    return name, value
+
+
 def _carbon_intensity(text: str) -> float:
     """An argparse type: gCO2e/kWh, a number or a region name."""
     try:
@@ -69,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learners", type=_non_negative_int, default=0,
                    help="remote learners (0: learn in the driver process)")
     t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
+    t.add_argument("--learner-resource", type=_resource, action="append", default=[],
+                   metavar="NAME=AMOUNT", help="a Ray custom resource each learner asks for, "
+                   "e.g. to pin learners to a node type (repeatable)")
+    t.add_argument("--env-runner-resource", type=_resource, action="append", default=[],
+                   metavar="NAME=AMOUNT", help="a Ray custom resource each env runner asks "
+                   "for (repeatable)")
     t.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="learner forward/loss precision (bf16: autocast, fp32 weights; "
                    "default: the method's, spikerl bf16, others fp32)")
@@ -149,6 +167,8 @@ def _train(args: argparse.Namespace) -> None:
         env_runners=args.env_runners,
         envs_per_runner=args.envs_per_runner, learners=args.learners,
         gpus_per_learner=args.gpus_per_learner, precision=args.precision,
+        learner_resources=dict(args.learner_resource),
+        env_runner_resources=dict(args.env_runner_resource),
         allreduce_dtype=args.allreduce_dtype, backend=args.backend,
         warmup_steps=args.warmup_steps, spiking_backend=args.spiking_backend,
         compile=args.compile, async_sampling=args.async_sampling, eval_every=args.eval_every,
@@ -161,12 +181,22 @@ def _train(args: argparse.Namespace) -> None:
 
 def _tune(args: argparse.Namespace) -> None:
     from spikerl_ray.experiments import load_experiment
-    from spikerl_ray.experiments.tune import check_trials, run_experiment, storage_root
+    from spikerl_ray.experiments.tune import (
+        check_trials,
+        run_experiment,
+        storage_root,
+        trial_requests,
+    )
+    from spikerl_ray.resources import check, cluster_nodes, describe
     from spikerl_ray.training import init_ray
 
     exp = load_experiment(args.config)
     check_trials(exp)
+    requests = trial_requests(exp)
     init_ray(args.address)
+    for method, reqs in requests.items():
+        print(f"spikerl tune: a {method} trial asks Ray for {describe(reqs)}", file=sys.stderr)
+        check(reqs, cluster_nodes(), "the Ray cluster")
     results = run_experiment(exp, args.out, resume=args.resume)
     where = f"{storage_root(exp, args.out).rstrip('/')}/{exp.name}"
     unfinished = len(results) - results.num_terminated - results.num_errors

@@ -68,6 +68,8 @@ class RunSettings:
     batch_size: int | None = None
     exploration_noise: float | None = None
     actor_kwargs: dict[str, Any] = field(default_factory=dict)
+    learner_resources: dict[str, float] = field(default_factory=dict)
+    env_runner_resources: dict[str, float] = field(default_factory=dict)
     energy_monitor: bool = True
     estimate_cpu_watts: float | None = None
     carbon_intensity: float = DEFAULT_CARBON_INTENSITY
@@ -109,9 +111,11 @@ def build_config(s: RunSettings) -> Any:
     return (
         TD3Config()
         .environment(s.env)
-        .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner)
+        .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner,
+                     custom_resources_per_env_runner=dict(s.env_runner_resources))
         .learners(num_learners=s.learners, num_cpus_per_learner=s.cpus_per_learner,
-                  num_gpus_per_learner=s.gpus_per_learner)
+                  num_gpus_per_learner=s.gpus_per_learner,
+                  custom_resources_per_learner=dict(s.learner_resources))
         .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
                   allreduce_dtype=s.allreduce_dtype, method=s.method,
                   torch_distributed_backend=None if s.backend == "auto" else s.backend,

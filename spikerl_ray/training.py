@@ -13,6 +13,7 @@ from policies.diagnostics import collapse_warning, statistic_names
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS, ENERGY_FILE, EnergyLedger, load_energy
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
+from spikerl_ray.resources import check, cluster_nodes, describe, local_node, requests
 from spikerl_ray.run import RunDir, RunSettings, build_config
 
 CHECKPOINT_EVERY = 10  # iterations (~10k env steps)
@@ -35,25 +36,24 @@ def init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def check_resources(s: RunSettings, address: str | None) -> None:
-    """Stops with a clear message when the run asks for GPUs the cluster lacks: the GPUs of
-    this machine for the embedded Ray (checked before starting it), else the cluster's."""
-    wanted = max(s.learners, 1) * s.gpus_per_learner
-    if not wanted:
-        return
-    if address:
-        import ray
+def run_requests(settings: RunSettings) -> list[tuple[str, dict[str, float]]]:
+    """What a ``spikerl train`` run asks Ray for (:func:`spikerl_ray.resources.requests`). Its
+    driver is this process, not a Ray actor, and reserves nothing; a learner inside it (no
+    remote learners) uses the GPU of the driver's machine."""
+    reqs = requests(build_config(settings))
+    gpus = reqs[0][1].get("GPU", 0.0)
+    return ([("learner in the driver", {"GPU": gpus})] if gpus else []) + reqs[1:]
 
-        have = ray.cluster_resources().get("GPU", 0.0)
+
+def check_resources(reqs: list[tuple[str, dict[str, float]]], address: str | None) -> None:
+    """Refuses a request the cluster (or, before the embedded Ray starts, this machine) can
+    never satisfy, in one line naming the missing resource."""
+    import ray
+
+    if address or ray.is_initialized():
+        check(reqs, cluster_nodes(), "the Ray cluster")
     else:
-        import torch
-
-        have = float(torch.cuda.device_count())
-    if wanted > have:
-        where = "the Ray cluster" if address else "this machine"
-        raise UserError(f"asked for {wanted:g} GPU(s) ({max(s.learners, 1)} learner(s) x "
-                        f"{s.gpus_per_learner:g}) but {where} has {have:g}; "
-                        "use --gpus-per-learner 0 to train on CPUs")
+        check(reqs, [local_node()], "this machine")
 
 
 def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: float,
@@ -96,11 +96,13 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
     if resume and run.latest_checkpoint() is None:
         raise UserError(f"--resume: {run.path} has no checkpoint to resume from")
+    reqs = run_requests(settings)
+    asked = describe(reqs) if reqs else "nothing beyond this process"
+    print(f"spikerl train: asks Ray for {asked}")
     if not address:
-        check_resources(settings, address)
+        check_resources(reqs, address)
     init_ray(address)
-    if address:
-        check_resources(settings, address)
+    check_resources(reqs, address)
     settings = run.start(settings, resume=resume, force=force)
 
     algo = build_config(settings).build_algo()

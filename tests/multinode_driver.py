@@ -22,6 +22,36 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from spikerl_ray.run import RunSettings, build_config  # noqa: E402
 
 
+def _learners_across_nodes() -> dict:
+    """Two DDP learners of one CPU each on a cluster whose worker nodes have one CPU each:
+    they land on different nodes and, after updates, hold bitwise-identical parameters."""
+    import torch
+
+    config = (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", learners=2,
+                                       warmup_steps=200, eval_every=0))
+              .training(num_steps_sampled_before_learning_starts=200)
+              .env_runners(rollout_fragment_length=100)
+              .reporting(min_sample_timesteps_per_iteration=200))
+    algo = config.build_algo()
+    try:
+        for _ in range(3):
+            result = algo.train()
+
+        def state(learner):
+            sd = learner.module["default_policy"].unwrapped().state_dict()
+            return ray.get_runtime_context().get_node_id(), {
+                k: v.detach().cpu().clone() for k, v in sd.items()}
+
+        (node_a, a), (node_b, b) = [r.get() for r in algo.learner_group.foreach_learner(state)]
+    finally:
+        algo.stop()
+    return {"learner_node_ids": sorted([node_a, node_b]),
+            "learner_updates": result["learners"]["default_policy"][
+                "num_gradient_updates_lifetime"],
+            "learners_identical": a.keys() == b.keys() and all(
+                torch.equal(a[k], b[k]) for k in a)}
+
+
 def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
@@ -54,6 +84,7 @@ def main() -> None:
             out["fragment_sizes"] = [len(t["rewards"]) for t, _ in algo._sample_fragments(False)]
         finally:
             algo.stop()
+        out |= _learners_across_nodes()
         ray.shutdown()
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run(

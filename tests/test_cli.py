@@ -128,7 +128,12 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
     (["evaluate", "{tmp}"], "is not a spikerl-ray checkpoint"),
     (["train", "--steps", "10", "--out", "{tmp}/r", "--resume"], "holds no run to resume"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
-      "--gpus-per-learner", "1"], "asked for 1 GPU(s)"),
+      "--gpus-per-learner", "1"], "asks for 1 GPU but no node of"),
+    # Requests no node can ever satisfy stop at once instead of waiting in Ray's scheduler.
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "1",
+      "--learner-resource", "gpu_node=1"], "a learner asks for 1 gpu_node but no node of the"),
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--env-runners",
+      "5"], "the run asks for 5 CPU in all but the Ray cluster has 2"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "2",
       "--backend", "mpi"], "MPI backend is not available in this PyTorch build"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r", "--learners", "2",

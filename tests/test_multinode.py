@@ -29,6 +29,9 @@ def test_env_runners_on_distinct_nodes_feed_the_learner():
     # on the driver's.
     assert seen["energy_nodes"] == 3
     assert seen["energy_node_ids"] == sorted(seen["worker_node_ids"] + [seen["driver_node_id"]])
+    # Two DDP learners on two nodes (one CPU each) still hold bitwise-identical parameters.
+    assert seen["learner_node_ids"] == seen["worker_node_ids"]
+    assert seen["learner_updates"] > 0 and seen["learners_identical"]
     # `spikerl train --address` joins the existing cluster instead of starting one.
     assert seen["cli_returncode"] == 0, seen["cli_stderr_tail"]
     assert seen["cli_progress_rows"] == 2

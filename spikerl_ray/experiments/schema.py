@@ -61,6 +61,9 @@ class Resources(_Strict):
     envs_per_runner: PositiveInt = 1
     cpus_per_learner: PositiveFloat = 1.0
     gpus_per_learner: NonNegativeFloat = 0.0
+    # Ray custom resources each learner / env runner asks for (e.g. to pin them to node types).
+    learner_resources: dict[str, PositiveFloat] = {}
+    env_runner_resources: dict[str, PositiveFloat] = {}
 
 
 class Settings(_Strict):

@@ -40,6 +40,7 @@ def trial_settings(exp: Experiment, method: str, env: str, seed: int,
         learners=res.learners if METHODS[method].data_parallel else 0,
         cpus_per_learner=res.cpus_per_learner, gpus_per_learner=res.gpus_per_learner,
         env_runners=res.env_runners, envs_per_runner=res.envs_per_runner,
+        learner_resources=res.learner_resources, env_runner_resources=res.env_runner_resources,
         eval_every=exp.evaluation.every, eval_episodes=exp.evaluation.episodes,
         precision=exp.precision,
         actor_kwargs={ACTOR_ARGS[k]: v for k, v in sampled.items() if k in ACTOR_ARGS},
@@ -110,6 +111,16 @@ def storage_root(exp: Experiment, out: str | None) -> str:
     URIs (``s3://...``) as given."""
     root = out or exp.storage_path
     return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def trial_requests(exp: Experiment) -> dict[str, list[tuple[str, dict[str, float]]]]:
+    """What one trial of each method asks Ray for (:func:`spikerl_ray.resources.requests`;
+    the environment and search values do not change it)."""
+    from spikerl_ray.resources import requests
+
+    return {method: requests(build_config(trial_settings(exp, method, exp.envs[0],
+                                                          exp.seeds[0], {})))
+            for method in exp.methods}
 
 
 def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = False,
