@@ -69,15 +69,19 @@ class LoopbackCluster:
         # clusters are not supported"), and with it only on the head the worker cannot reach
         # the head. Without it Ray rewrites a bootstrap address of 127.0.0.1 to this machine's
         # own interface address, so the GCS is reached there: on this machine, never beyond.
-        self._start("head", {}, ["--head", f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={self.dashboard}", "--num-cpus=1",
-                             f"--ray-client-server-port={_free_port()}"])
+        # Each node gets a temporary folder of its own (short: it holds Unix sockets). The
+        # head's keeps its `ray_current_cluster` file away from /tmp/ray, where a later
+        # `ray.init()` of this machine would find it and try to join this cluster; the
+        # worker's keeps its runtime-env agent from cleaning up the head's unpacked working
+        # dir in a shared session folder.
+        self.temp_dirs = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]
+        self._start("head", {}, ["--head", f"--temp-dir={self.temp_dirs[0]}",
+                                 f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
+                                 f"--dashboard-port={self.dashboard}", "--num-cpus=1",
+                                 f"--ray-client-server-port={_free_port()}"])
         self._wait_for_dashboard()
-        # Its own temporary folder (short: it holds Unix sockets), so that its runtime-env
-        # agent does not clean up the head's unpacked working dir in a shared session folder.
-        self.worker_tmp = tempfile.mkdtemp(prefix="rw", dir="/tmp")
         self._start("worker", {}, [f"--address=127.0.0.1:{self.gcs}", "--num-cpus=1",
-                                   f"--temp-dir={self.worker_tmp}"])
+                                   f"--temp-dir={self.temp_dirs[1]}"])
         self._wait_for_nodes(2)
 
     def _start(self, name: str, env: dict[str, str], args: list[str]) -> None:
@@ -154,8 +158,8 @@ class LoopbackCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if getattr(self, "worker_tmp", None):
-            shutil.rmtree(self.worker_tmp, ignore_errors=True)
+        for folder in getattr(self, "temp_dirs", []):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
