@@ -23,6 +23,8 @@ from scipy import stats
 
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS
 
+ENERGY_TEXT_COLUMNS = ("energy_basis", "energy_cpu_source", "energy_gpu_source")
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
@@ -102,8 +104,11 @@ def tidy_table(path: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in TIDY_COLUMNS]
     table = table[list(TIDY_COLUMNS) + sorted(extra)]
-    for col in ("train_return", "eval_return", "env_steps_per_s", "wall_time_s"):
-        table[col] = pd.to_numeric(table[col], errors="coerce")
+    numeric = ["train_return", "eval_return", "env_steps_per_s", "wall_time_s"] + [
+        f"energy.{k}" for k in ENERGY_COLUMNS if k not in ENERGY_TEXT_COLUMNS]
+    for col in numeric:
+        if col in table:
+            table[col] = pd.to_numeric(table[col], errors="coerce")
     return table.sort_values(["method", "env", "seed", "trial", "iteration"], ignore_index=True)
 
 
