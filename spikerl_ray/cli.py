@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id, continuous actions")
     t.add_argument("--steps", type=_positive_int, required=True, help="total env steps")
     t.add_argument("--seed", type=_non_negative_int, default=0)
-    t.add_argument("--out", required=True, help="run folder (progress.csv, checkpoints/)")
+    t.add_argument("--out", required=True, help="run folder or URI such as "
+                   "s3://BUCKET/run (progress.csv, checkpoints/)")
     t.add_argument("--env-runners", type=_non_negative_int, default=0,
                    help="remote env runners (0: sample in the driver process)")
     t.add_argument("--envs-per-runner", type=_positive_int, default=1)
@@ -138,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--address", default=None, help="join this Ray cluster")
 
     r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
-    r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run")
+    r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run "
+                   "(a folder or a URI)")
 
     g = sub.add_parser("energy", help="GPS-UP and carbon of two training runs")
     g.add_argument("base", help="the baseline run folder (with energy.json)")
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Speedup or Powerup this close to 1 counts as 1 (default 0.01)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint without exploration noise")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a folder under RUN/checkpoints/ (or its URI)")
     e.add_argument("--episodes", type=_positive_int, default=10)
     e.add_argument("--env", default=None, help="evaluate on another env (same shapes)")
     e.add_argument("--seed", type=_non_negative_int, default=1_000_000)

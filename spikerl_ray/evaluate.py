@@ -18,6 +18,7 @@ from policies.diagnostics import actor_statistics
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.run import CHECKPOINT_INFO
+from spikerl_ray.storage import Mirror, is_uri
 
 MODULE_PATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 # Observations of the evaluation episodes the spike statistics are measured on (evenly spaced).
@@ -25,12 +26,26 @@ STATISTICS_OBS = 1000
 
 
 def load_module(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The trained RLModule of a ``spikerl train`` checkpoint and the checkpoint's info."""
-    path = Path(checkpoint)
+    """The trained RLModule of a ``spikerl train`` checkpoint (a folder or a URI,
+    :mod:`spikerl_ray.storage`) and the checkpoint's info."""
+    if not is_uri(checkpoint):
+        return _load_folder(Path(checkpoint), str(checkpoint))
+    mirror = Mirror(str(checkpoint))
+    try:
+        mirror.pull(recursive=True)
+        if not any(mirror.local.iterdir()):
+            raise UserError(f"checkpoint {checkpoint} does not exist")
+        return _load_folder(mirror.local, str(checkpoint))
+    finally:
+        mirror.close()
+
+
+def _load_folder(path: Path, name: str) -> tuple[Any, dict[str, Any]]:
+    """:func:`load_module` for a local folder; messages call it ``name``."""
     if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"checkpoint {name} does not exist")
     if not (path / CHECKPOINT_INFO).is_file() or not (path / MODULE_PATH).is_dir():
-        raise UserError(f"{path} is not a spikerl-ray checkpoint (expected {CHECKPOINT_INFO} "
+        raise UserError(f"{name} is not a spikerl-ray checkpoint (expected {CHECKPOINT_INFO} "
                         f"and {MODULE_PATH}/ inside; pick a folder under <run>/checkpoints/)")
     try:
         info = json.loads((path / CHECKPOINT_INFO).read_text())
@@ -38,7 +53,7 @@ def load_module(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
 
         module = RLModule.from_checkpoint(str((path / MODULE_PATH).resolve()))
     except Exception as exc:
-        raise UserError(f"checkpoint {path} is corrupt or unreadable: "
+        raise UserError(f"checkpoint {name} is corrupt or unreadable: "
                         f"{type(exc).__name__}: {exc}") from None
     module.eval()
     return module, info

@@ -26,6 +26,8 @@ RUN_FILE = "run.json"
 PROGRESS_FILE = "progress.csv"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_INFO = "spikerl_run.json"
+# What a run writes into its folder; --force replaces these and nothing else there.
+RUN_OUTPUTS = (RUN_FILE, PROGRESS_FILE, ENERGY_FILE, CHECKPOINT_DIR)
 PROGRESS_COLUMNS = (
     "iteration", "env_steps", "episode_return_mean", "eval_return_mean", "env_steps_per_s",
     "updates_per_s", "num_updates", "critic_loss", "actor_loss", "time_s",
@@ -133,10 +135,12 @@ def build_config(s: RunSettings) -> Any:
 
 
 class RunDir:
-    """A run folder; refuses to overwrite an earlier run unless told to."""
+    """A run folder; refuses to overwrite an earlier run unless told to. ``name`` is how
+    messages call it (the URI of a staged run, :mod:`spikerl_ray.storage`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
         self.path = Path(path)
+        self.name = name or str(path)
 
     @property
     def checkpoints(self) -> Path:
@@ -150,26 +154,29 @@ class RunDir:
         """Prepares the folder; returns the settings to run with (the stored ones on resume).
         With ``dry_run`` only checks, changing nothing on disk."""
         if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"--out {self.path} exists and is not a folder")
+            raise UserError(f"--out {self.name} exists and is not a folder")
         if resume:
             if not (self.path / RUN_FILE).exists():
-                raise UserError(f"--resume: {self.path} holds no run to resume "
+                raise UserError(f"--resume: {self.name} holds no run to resume "
                                 f"(no {RUN_FILE})")
             stored = RunSettings.from_dict(json.loads((self.path / RUN_FILE).read_text()))
             for key in ("policy", "env"):
                 if getattr(stored, key) != getattr(settings, key):
-                    raise UserError(f"--resume: {self.path} holds a run with {key}="
+                    raise UserError(f"--resume: {self.name} holds a run with {key}="
                                     f"{getattr(stored, key)}, not {getattr(settings, key)}")
             return stored
         if self.holds_run() and not force:
-            raise UserError(f"--out {self.path} already holds a run; pass --resume to "
+            raise UserError(f"--out {self.name} already holds a run; pass --resume to "
                             "continue it or --force to replace it")
         if dry_run:
             return settings
         if self.holds_run():  # --force: the user asked to replace the earlier run
-            for name in (RUN_FILE, PROGRESS_FILE, ENERGY_FILE):
-                (self.path / name).unlink(missing_ok=True)
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
+            for name in RUN_OUTPUTS:
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / RUN_FILE).write_text(json.dumps(asdict(settings), indent=2))
         return settings

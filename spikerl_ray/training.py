@@ -14,7 +14,9 @@ from spikerl_ray.energy.accounting import ENERGY_COLUMNS, ENERGY_FILE, EnergyLed
 from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.resources import check, cluster_nodes, describe, local_node, requests
-from spikerl_ray.run import RunDir, RunSettings, build_config
+from spikerl_ray.run import (CHECKPOINT_DIR, CHECKPOINT_INFO, PROGRESS_FILE, RUN_FILE,
+                             RUN_OUTPUTS, RunDir, RunSettings, build_config)
+from spikerl_ray.storage import Mirror, is_uri
 
 CHECKPOINT_EVERY = 10  # iterations (~10k env steps)
 
@@ -80,11 +82,38 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
     }
 
 
-def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = False,
-          force: bool = False, address: str | None = None, progress: bool = True) -> Path:
-    """Trains until ``steps`` env steps in total; returns the last checkpoint's path."""
-    from tqdm import tqdm
+def _stage(out: str | Path, resume: bool) -> tuple[RunDir, Mirror | None]:
+    """The run folder to work in: ``out`` itself, or for a URI a staging folder holding
+    what the URI holds (its small files and, to resume, its latest checkpoint)."""
+    if not is_uri(out):
+        return RunDir(out), None
+    mirror = Mirror(str(out))
+    run = RunDir(mirror.local, name=str(out))
+    mirror.pull()
+    if resume:  # the checkpoints' info files first, then the latest complete checkpoint
+        mirror.pull(CHECKPOINT_DIR, recursive=True,
+                    keep=lambda rel: rel.endswith("/" + CHECKPOINT_INFO))
+        latest = run.latest_checkpoint()
+        if latest is not None:
+            mirror.pull(latest.relative_to(run.path).as_posix(), recursive=True)
+    return run, mirror
 
+
+def _push(mirror: Mirror | None, checkpoint: Path | None = None) -> None:
+    """Copies the run's small files, and ``checkpoint`` if given, to the URI."""
+    if mirror is None:
+        return
+    for name in (PROGRESS_FILE, ENERGY_FILE):
+        if (mirror.local / name).exists():
+            mirror.push(name)
+    if checkpoint is not None:
+        mirror.push(checkpoint.relative_to(mirror.local).as_posix(), last=CHECKPOINT_INFO)
+
+
+def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = False,
+          force: bool = False, address: str | None = None, progress: bool = True) -> str:
+    """Trains until ``steps`` env steps in total; returns where the last checkpoint is. ``out``
+    is a folder or a URI (:mod:`spikerl_ray.storage`)."""
     continuous_spaces(settings.env)
     try:
         settings = settings.resolved()
@@ -92,10 +121,24 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
     except ValueError as exc:
         # RLlib appends a hint on how to skip validation; the first line is the message.
         raise UserError(str(exc).strip().splitlines()[0]) from None
-    run = RunDir(out)
+    run, mirror = _stage(out, resume)
+    try:
+        checkpoint = _train_in(run, mirror, settings, steps, resume=resume, force=force,
+                               address=address, progress=progress)
+    finally:
+        if mirror is not None:
+            mirror.close()
+    return f"{str(out).rstrip('/')}/{checkpoint.relative_to(run.path).as_posix()}"
+
+
+def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: int, *,
+              resume: bool, force: bool, address: str | None, progress: bool) -> Path:
+    """:func:`train` in the run folder ``run`` (synced to ``mirror``'s URI if given)."""
+    from tqdm import tqdm
+
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
     if resume and run.latest_checkpoint() is None:
-        raise UserError(f"--resume: {run.path} has no checkpoint to resume from")
+        raise UserError(f"--resume: {run.name} has no checkpoint to resume from")
     reqs = run_requests(settings)
     asked = describe(reqs) if reqs else "nothing beyond this process"
     print(f"spikerl train: asks Ray for {asked}")
@@ -103,7 +146,12 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
         check_resources(reqs, address)
     init_ray(address)
     check_resources(reqs, address)
+    replacing = force and run.holds_run()
     settings = run.start(settings, resume=resume, force=force)
+    if mirror is not None and not resume:
+        if replacing:  # --force, as run.start did in the staging folder
+            mirror.delete(RUN_OUTPUTS)
+        mirror.push(RUN_FILE)
 
     algo = build_config(settings).build_algo()
     try:
@@ -146,7 +194,12 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
             env_steps, updates = row["env_steps"], row["num_updates"]
             if last or algo.iteration % CHECKPOINT_EVERY == 0:
                 last_ckpt = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+                _push(mirror, last_ckpt)
         bar.close()
-        return last_ckpt or run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+        if last_ckpt is None:
+            last_ckpt = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+            _push(mirror, last_ckpt)
+        return last_ckpt
     finally:
+        _push(mirror)
         algo.stop()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,13 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
       "--backend", "nccl"], "NCCL backend needs GPU learners"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
       "--async-sampling"], "it needs num_env_runners >= 1 (--env-runners)"),
+    # Outputs at a URI (spikerl_ray.storage).
+    (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "nosuchfs://bucket/r"],
+     "cannot use storage URI nosuchfs://bucket/r: Unrecognized filesystem type"),
+    (["train", "--steps", "10", "--out", "file://{tmp}/r", "--resume"],
+     "--resume: file://"),
+    (["evaluate", "file://{tmp}/missing"], "checkpoint file://"),
+    (["report", "file://{tmp}/r"], "holds no results"),
 ])
 def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ray_session):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
@@ -171,6 +179,43 @@ def test_console_script_error_has_no_traceback(spikerl_cmd, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("spikerl train: error:")
+
+
+def _staged() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("spikerl-stage-*"))
+
+
+def test_train_to_a_uri_refuses_resumes_replaces_and_evaluates(tmp_path, capsys, ray_session):
+    """``--out`` a URI (``file://`` here; ``s3://`` and the rest go through the same pyarrow
+    filesystem calls): files and checkpoints land there, and nothing is left staged."""
+    remote = tmp_path / "bucket" / "run"
+    uri, staged = remote.as_uri(), _staged()
+    assert main([*TRAIN, "--steps", "1000", "--out", uri]) == 0
+    assert [int(r["env_steps"]) for r in _rows(remote)] == [1000]
+    assert (remote / "run.json").is_file() and (remote / "energy.json").is_file()
+    assert (remote / "checkpoints" / "iter_000001" / "spikerl_run.json").is_file()
+    before = _tree_digest(remote)
+    assert main([*TRAIN, "--steps", "1000", "--out", uri]) == 2
+    assert f"--out {uri} already holds a run" in capsys.readouterr().err
+    assert _tree_digest(remote) == before
+    assert main([*TRAIN, "--steps", "2000", "--out", uri, "--resume"]) == 0
+    rows = _rows(remote)
+    assert [int(r["env_steps"]) for r in rows] == [1000, 2000]
+    assert int(rows[1]["num_updates"]) > int(rows[0]["num_updates"])
+    assert sorted(p.name for p in (remote / "checkpoints").iterdir()) == [
+        "iter_000001", "iter_000002"]
+    capsys.readouterr()
+    assert main(["evaluate", f"{uri}/checkpoints/iter_000002", "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["checkpoint"] == f"{uri}/checkpoints/iter_000002"
+    assert -2000 < result["return_mean"] <= 0
+    assert main(["report", uri]) == 0
+    assert "# Report: run" in (remote / "report" / "report.md").read_text()
+    assert main([*TRAIN, "--steps", "1000", "--out", uri, "--force"]) == 0
+    assert [int(r["env_steps"]) for r in _rows(remote)] == [1000]
+    assert [p.name for p in (remote / "checkpoints").iterdir()] == ["iter_000001"]
+    assert (remote / "report" / "report.md").is_file()  # not the run's: --force keeps it
+    assert _staged() == staged
 
 
 def test_report_of_a_train_run(run_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ import pandas as pd
 from spikerl_ray.errors import UserError
 from spikerl_ray.report.plots import learning_curves, sweep_plots
 from spikerl_ray.report.tables import final_per_trial, summary_table, tidy_table
+from spikerl_ray.storage import Mirror, is_uri
 
 REPORT_DIR = "report"
 
@@ -59,15 +60,31 @@ def _energy_markdown(summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_report(path: str | Path) -> Path:
-    """Writes the report of the experiment or run at ``path``; returns ``report.md``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} is not a folder")
+def write_report(path: str | Path) -> str:
+    """Writes the report of the experiment or run at ``path`` (a folder, or a URI whose
+    files but checkpoints are fetched, :mod:`spikerl_ray.storage`); returns ``report.md``."""
+    if not is_uri(path):
+        return str(_write_report(Path(path), str(path)))
+    mirror = Mirror(str(path))
     try:
-        table = tidy_table(path)
+        mirror.pull(recursive=True, keep=lambda rel: not any(
+            part.startswith("checkpoint") for part in rel.split("/")[:-1]))
+        _write_report(mirror.local, str(path))
+        mirror.push(REPORT_DIR)
+    finally:
+        mirror.close()
+    return f"{str(path).rstrip('/')}/{REPORT_DIR}/report.md"
+
+
+def _write_report(path: Path, name: str) -> Path:
+    """:func:`write_report` for a local folder; the report calls it ``name``."""
+    if not path.is_dir():
+        raise UserError(f"{name} is not a folder")
+    title = name.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        table = tidy_table(path, title)
     except (ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{name}: {exc}") from None
     out = path / REPORT_DIR
     out.mkdir(exist_ok=True)
     table.to_parquet(out / "results.parquet", index=False)
@@ -79,8 +96,8 @@ def write_report(path: str | Path) -> Path:
     has_eval = table["eval_return"].notna().any()
     column = "eval_return" if has_eval else "train_return"
     learning_curves(table, out / "learning_curves.png", column)
-    command = f"spikerl report {path}"
-    md = [f"# Report: {path.name}", "", f"Made with `{command}`.", "",
+    command = f"spikerl report {name}"
+    md = [f"# Report: {title}", "", f"Made with `{command}`.", "",
           "Final evaluation return: each trial's last noise-free evaluation; IQM: "
           "interquartile mean over seeds with a 95% percentile bootstrap interval; spikerl vs "
           "a method: 100 x (mean spikerl - mean method) / |mean method|, bootstrap interval "

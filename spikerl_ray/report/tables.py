@@ -72,11 +72,11 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _train_run_rows(run_dir: Path) -> list[dict[str, Any]]:
+def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
     settings = json.loads((run_dir / "run.json").read_text())
     progress = pd.read_csv(run_dir / "progress.csv")
     return [{
-        "experiment": run_dir.name, "trial": run_dir.name,
+        "experiment": name, "trial": name,
         "method": settings.get("method") or settings.get("policy"),
         "env": settings.get("env"), "seed": settings.get("seed"),
         "iteration": int(p["iteration"]), "env_steps": int(p["env_steps"]),
@@ -88,18 +88,20 @@ def _train_run_rows(run_dir: Path) -> list[dict[str, Any]]:
     } for p in progress.to_dict("records")]
 
 
-def tidy_table(path: str | Path) -> pd.DataFrame:
+def tidy_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """One row per trial and iteration, from a Tune experiment folder (trial folders with
-    ``params.json`` and ``result.json``) or a ``spikerl train`` run folder."""
+    ``params.json`` and ``result.json``) or a ``spikerl train`` run folder; the experiment's
+    name is ``name``, by default the folder's."""
     path = Path(path)
+    name = name or path.name
     if (path / "run.json").is_file():
-        rows = _train_run_rows(path)
+        rows = _train_run_rows(path, name)
     else:
         trials = sorted(p for p in path.iterdir()
                         if (p / "params.json").is_file() and (p / "result.json").is_file())
-        rows = [row for t in trials for row in _tune_trial_rows(t, path.name)]
+        rows = [row for t in trials for row in _tune_trial_rows(t, name)]
     if not rows:
-        raise ValueError(f"{path} holds no results (neither a run folder with run.json nor "
+        raise ValueError("holds no results (neither a run folder with run.json nor "
                          "a Tune experiment with trial folders)")
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in TIDY_COLUMNS]
