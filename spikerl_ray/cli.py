@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "core of the run's processes (labelled 'estimate'; default: no estimate)")
     t.add_argument("--no-energy", action="store_true",
                    help="run no energy monitors (no energy columns, no energy.json)")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="N",
+                   help="write a checkpoint every N iterations (~1000 env steps each) and at "
+                   "the end (default 10)")
+    t.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="K",
+                   help="keep the newest K checkpoints (default 3)")
+    t.add_argument("--save-replay", action="store_true",
+                   help="store the replay memory with each checkpoint, so --resume continues "
+                   "with it (else a resumed run refills it before updating again)")
+    t.add_argument("--max-nonfinite-updates", type=_positive_int, default=1000, metavar="N",
+                   help="stop after N gradient updates in a row with NaN or Inf gradients "
+                   "(each is skipped; default 1000)")
     group = t.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="replace the run in --out")
@@ -175,7 +186,10 @@ def _train(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps, spiking_backend=args.spiking_backend,
         compile=args.compile, async_sampling=args.async_sampling, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, energy_monitor=not args.no_energy,
-        estimate_cpu_watts=args.estimate_cpu_watts, carbon_intensity=args.carbon_intensity)
+        estimate_cpu_watts=args.estimate_cpu_watts, carbon_intensity=args.carbon_intensity,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        save_replay=args.save_replay,
+        max_nonfinite_updates=args.max_nonfinite_updates)
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
                        address=args.address, progress=not args.no_progress)
     print(f"done: {args.out}/progress.csv, last checkpoint {checkpoint}")

@@ -6,13 +6,20 @@ Layout of a run folder::
     DIR/progress.csv             one row per training iteration (energy columns included)
     DIR/energy.json              the run's energy per node and device, summed over iterations
     DIR/checkpoints/iter_NNNNNN/ RLlib checkpoints (Algorithm.from_checkpoint restores them),
-                                 each with spikerl_run.json naming the env and policy
+                                 each with spikerl_run.json naming the env and policy and
+                                 listing every file's size and SHA-256, and energy.json
+                                 as it stood then; the newest ``keep_checkpoints`` are kept
+
+A checkpoint is written to ``checkpoints/.iter_NNNNNN.tmp`` and renamed when complete, so a
+run killed while saving leaves no half-written ``iter_*`` folder.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -30,7 +37,8 @@ CHECKPOINT_INFO = "spikerl_run.json"
 RUN_OUTPUTS = (RUN_FILE, PROGRESS_FILE, ENERGY_FILE, CHECKPOINT_DIR)
 PROGRESS_COLUMNS = (
     "iteration", "env_steps", "episode_return_mean", "eval_return_mean", "env_steps_per_s",
-    "updates_per_s", "num_updates", "critic_loss", "actor_loss", "time_s",
+    "updates_per_s", "num_updates", "critic_loss", "actor_loss", "nonfinite_updates",
+    "nonfinite_transitions", "time_s",
     *statistic_names(),  # the actor's firing, saturation and operation statistics
     *ENERGY_COLUMNS,
 )
@@ -75,6 +83,10 @@ class RunSettings:
     energy_monitor: bool = True
     estimate_cpu_watts: float | None = None
     carbon_intensity: float = DEFAULT_CARBON_INTENSITY
+    save_replay: bool = False
+    checkpoint_every: int = 10  # iterations (~10k env steps)
+    keep_checkpoints: int = 3
+    max_nonfinite_updates: int = 1000
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
@@ -108,7 +120,8 @@ def build_config(s: RunSettings) -> Any:
     recipe = {"num_steps_random_warmup": s.warmup_steps, "pre_tanh_penalty": s.pre_tanh_penalty,
               "actor_lr": s.actor_lr, "critic_lr": s.critic_lr,
               "train_batch_size_per_learner": s.batch_size,
-              "exploration_noise": s.exploration_noise}
+              "exploration_noise": s.exploration_noise, "save_replay": s.save_replay,
+              "max_nonfinite_updates": s.max_nonfinite_updates}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     return (
         TD3Config()
@@ -181,19 +194,57 @@ class RunDir:
         (self.path / RUN_FILE).write_text(json.dumps(asdict(settings), indent=2))
         return settings
 
+    def checkpoints_newest_first(self) -> list[Path]:
+        """The complete checkpoint folders (``iter_*``), newest first."""
+        return sorted(self.checkpoints.glob("iter_*"), reverse=True)
+
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(p for p in self.checkpoints.glob("iter_*") if (p / CHECKPOINT_INFO).exists())
-        return found[-1] if found else None
+        """The newest checkpoint that :func:`checkpoint_problem` finds nothing wrong with."""
+        return next((p for p in self.checkpoints_newest_first()
+                     if checkpoint_problem(p) is None), None)
 
     def save_checkpoint(self, algo: Any, settings: RunSettings, iteration: int,
-                        env_steps: int) -> Path:
+                        env_steps: int) -> tuple[Path, list[Path]]:
+        """Writes a checkpoint atomically; returns it and the older ones removed to keep
+        ``settings.keep_checkpoints``."""
         path = self.checkpoints / f"iter_{iteration:06d}"
-        algo.save_to_path(str(path.resolve()))
+        tmp = self.checkpoints / f".{path.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        algo.save_to_path(str(tmp.resolve()))
+        if (self.path / ENERGY_FILE).exists():
+            shutil.copy2(self.path / ENERGY_FILE, tmp / ENERGY_FILE)
         info = {"env": settings.env, "policy": settings.policy, "method": settings.method,
-                "seed": settings.seed,
-                "iteration": iteration, "env_steps": env_steps}
-        (path / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
-        return path
+                "seed": settings.seed, "iteration": iteration, "env_steps": env_steps,
+                "files": {p.relative_to(tmp).as_posix(): _fingerprint(p)
+                          for p in sorted(tmp.rglob("*")) if p.is_file()}}
+        (tmp / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
+        if path.exists():  # the same iteration again, after resuming an older checkpoint
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        removed = self.checkpoints_newest_first()[settings.keep_checkpoints:]
+        for old in removed:
+            shutil.rmtree(old)
+        return path, removed
+
+    def rewind(self, iteration: int) -> None:
+        """Keeps the progress rows of iterations ``1..iteration`` (a resumed run continues
+        after its checkpoint; rows written after it, even a torn last one, are dropped)."""
+        path = self.path / PROGRESS_FILE
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns, kept = reader.fieldnames or list(PROGRESS_COLUMNS), []
+            for row in reader:
+                if row.get("iteration") != str(len(kept) + 1) or len(kept) >= iteration:
+                    break
+                kept.append(row)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
 
     def append_progress(self, row: dict[str, Any]) -> None:
         """Appends one row; a resumed run keeps the columns its file was started with."""
@@ -207,3 +258,29 @@ class RunDir:
             if f.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with the checkpoint folder ``path`` (a missing or unreadable info file,
+    a file missing, truncated or changed since it was written), or None."""
+    try:
+        info = json.loads((path / CHECKPOINT_INFO).read_text())
+    except (OSError, ValueError) as exc:
+        return f"its {CHECKPOINT_INFO} is missing or unreadable ({type(exc).__name__})"
+    for name, expected in info.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, not {expected['bytes']}"
+        if _fingerprint(file)["sha256"] != expected["sha256"]:
+            return f"{name} has changed since it was written (SHA-256 differs)"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -15,10 +16,9 @@ from spikerl_ray.envs import continuous_spaces
 from spikerl_ray.errors import UserError
 from spikerl_ray.resources import check, cluster_nodes, describe, local_node, requests
 from spikerl_ray.run import (CHECKPOINT_DIR, CHECKPOINT_INFO, PROGRESS_FILE, RUN_FILE,
-                             RUN_OUTPUTS, RunDir, RunSettings, build_config)
+                             RUN_OUTPUTS, RunDir, RunSettings, build_config,
+                             checkpoint_problem)
 from spikerl_ray.storage import Mirror, is_uri
-
-CHECKPOINT_EVERY = 10  # iterations (~10k env steps)
 
 
 def init_ray(address: str | None) -> None:
@@ -76,6 +76,8 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
         "num_updates": int(updates),
         "critic_loss": learner.get("critic_loss"),
         "actor_loss": learner.get("actor_loss"),
+        **{k: None if learner.get(k) is None else int(learner[k])
+           for k in ("nonfinite_updates", "nonfinite_transitions")},
         "time_s": result.get("time_total_s"),
         **{name: learner.get(name) for name in statistic_names()},
         **{name: energy.get(name) for name in ENERGY_COLUMNS},
@@ -90,17 +92,16 @@ def _stage(out: str | Path, resume: bool) -> tuple[RunDir, Mirror | None]:
     mirror = Mirror(str(out))
     run = RunDir(mirror.local, name=str(out))
     mirror.pull()
-    if resume:  # the checkpoints' info files first, then the latest complete checkpoint
+    if resume:  # the kept checkpoints, so that a damaged newest one can fall back
         mirror.pull(CHECKPOINT_DIR, recursive=True,
-                    keep=lambda rel: rel.endswith("/" + CHECKPOINT_INFO))
-        latest = run.latest_checkpoint()
-        if latest is not None:
-            mirror.pull(latest.relative_to(run.path).as_posix(), recursive=True)
+                    keep=lambda rel: not rel.split("/")[1].startswith("."))
     return run, mirror
 
 
-def _push(mirror: Mirror | None, checkpoint: Path | None = None) -> None:
-    """Copies the run's small files, and ``checkpoint`` if given, to the URI."""
+def _push(mirror: Mirror | None, checkpoint: Path | None = None,
+          removed: list[Path] = ()) -> None:
+    """Copies the run's small files, and ``checkpoint`` if given, to the URI, and deletes
+    there the checkpoints ``removed`` here."""
     if mirror is None:
         return
     for name in (PROGRESS_FILE, ENERGY_FILE):
@@ -108,6 +109,26 @@ def _push(mirror: Mirror | None, checkpoint: Path | None = None) -> None:
             mirror.push(name)
     if checkpoint is not None:
         mirror.push(checkpoint.relative_to(mirror.local).as_posix(), last=CHECKPOINT_INFO)
+    if removed:
+        mirror.delete(tuple(p.relative_to(mirror.local).as_posix() for p in removed))
+
+
+def _restore(algo: Any, run: RunDir) -> Path:
+    """Restores the newest usable checkpoint of ``run``, falling back past damaged ones (each
+    named on stderr), and rewinds the progress rows to it; returns it."""
+    for path in run.checkpoints_newest_first():
+        problem = checkpoint_problem(path)
+        if problem is None:
+            try:
+                algo.restore_from_path(str(path.resolve()))
+            except Exception as exc:  # a damaged checkpoint written before file lists
+                problem = f"it cannot be restored ({type(exc).__name__}: {exc})"
+        if problem is None:
+            run.rewind(json.loads((path / CHECKPOINT_INFO).read_text())["iteration"])
+            return path
+        print(f"spikerl train: checkpoint {run.name}/{path.relative_to(run.path)} is damaged "
+              f"({problem}); trying the one before it", file=sys.stderr)
+    raise UserError(f"--resume: {run.name} has no usable checkpoint")
 
 
 def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = False,
@@ -137,7 +158,7 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
     from tqdm import tqdm
 
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
-    if resume and run.latest_checkpoint() is None:
+    if resume and not run.checkpoints_newest_first():
         raise UserError(f"--resume: {run.name} has no checkpoint to resume from")
     reqs = run_requests(settings)
     asked = describe(reqs) if reqs else "nothing beyond this process"
@@ -153,14 +174,16 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
             mirror.delete(RUN_OUTPUTS)
         mirror.push(RUN_FILE)
 
+    from spikerl_ray.td3.td3 import NonFiniteError
+
     algo = build_config(settings).build_algo()
     try:
-        if resume:
-            algo.restore_from_path(str(run.latest_checkpoint().resolve()))
+        restored = _restore(algo, run) if resume else None
         env_steps = int(algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
                                           default=0))
         updates = 0.0
-        stored = load_energy(run.path) if resume else None
+        # The energy ledger as it stood at the checkpoint (older checkpoints: the run's).
+        stored = (load_energy(restored) or load_energy(run.path)) if restored else None
         ledger = (EnergyLedger.from_dict(stored) if stored else
                   EnergyLedger(settings.carbon_intensity))
         bar = tqdm(total=steps, initial=min(env_steps, steps), unit="step", disable=not progress,
@@ -169,7 +192,14 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
         warned = False
         while env_steps < steps:
             t0 = time.perf_counter()
-            result = algo.train()
+            try:
+                result = algo.train()
+            except NonFiniteError as exc:
+                good = last_ckpt or restored
+                kept = (f"; the last checkpoint, {run.name}/{good.relative_to(run.path)}, "
+                        "holds finite weights") if good else ""
+                raise UserError(f"stopped at iteration {algo.iteration + 1}: {exc}{kept}"
+                                ) from None
             wall = time.perf_counter() - t0
             evaluated = bool(settings.eval_every) and algo.iteration % settings.eval_every == 0
             row = _row(result, evaluated, wall, env_steps, updates)
@@ -192,13 +222,14 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
                             if row["eval_return_mean"] is not None else "-",
                             sps=f"{row['env_steps_per_s']:.0f}")
             env_steps, updates = row["env_steps"], row["num_updates"]
-            if last or algo.iteration % CHECKPOINT_EVERY == 0:
-                last_ckpt = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
-                _push(mirror, last_ckpt)
+            if last or algo.iteration % settings.checkpoint_every == 0:
+                last_ckpt, removed = run.save_checkpoint(algo, settings, algo.iteration,
+                                                         env_steps)
+                _push(mirror, last_ckpt, removed)
         bar.close()
         if last_ckpt is None:
-            last_ckpt = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
-            _push(mirror, last_ckpt)
+            last_ckpt, removed = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
+            _push(mirror, last_ckpt, removed)
         return last_ckpt
     finally:
         _push(mirror)

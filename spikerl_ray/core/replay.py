@@ -7,7 +7,7 @@ Observations are stored raw (PopSAN normalizes when sampling). Storage is preall
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -26,6 +26,18 @@ class Batch:
     terminateds: torch.Tensor
 
 
+def finite_rows(transitions: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """The transitions whose every number is finite, and how many were dropped (a NaN or Inf
+    from the environment must not reach the replay memory or the observation statistics)."""
+    n = len(transitions["rewards"])
+    ok = np.ones(n, dtype=bool)
+    for k in TRANSITION_KEYS:
+        ok &= np.isfinite(np.asarray(transitions[k]).reshape(n, -1)).all(axis=1)
+    if ok.all():
+        return dict(transitions), 0
+    return {k: np.asarray(transitions[k])[ok] for k in TRANSITION_KEYS}, int(n - ok.sum())
+
+
 class TransitionReplay:
     """Ring buffer of ``(obs, action, reward, next_obs, terminated)`` with uniform sampling."""
 
@@ -41,6 +53,11 @@ class TransitionReplay:
         self._gen = torch.Generator(device=self.device)
         if seed is not None:
             self._gen.manual_seed(seed)
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The random generator batches are sampled with."""
+        return self._gen
 
     def __len__(self) -> int:
         return self._size
@@ -75,6 +92,22 @@ class TransitionReplay:
         n = min(n, self._size)
         idx = (torch.arange(self._pos - n, self._pos) % self.capacity).to(self.device)
         return self._data["obs"][idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions (on the CPU) and the write position, for a checkpoint:
+        ``len(self) x (2 obs_dim + act_dim + 2) x 4`` bytes."""
+        return {"data": {k: v[:self._size].cpu() for k, v in self._data.items()},
+                "pos": self._pos, "size": self._size}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`'s contents (the capacity must hold them)."""
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"the saved replay holds {size} transitions, more than this "
+                             f"replay's capacity {self.capacity}")
+        for k, v in state["data"].items():
+            self._data[k][:size] = v.to(self.device)
+        self._pos, self._size = int(state["pos"]) % self.capacity, size
 
     def sample(self, batch_size: int) -> Batch:
         """Uniformly samples ``batch_size`` transitions (with replacement)."""

@@ -82,8 +82,32 @@ def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
 
 
 @torch.no_grad()
-def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
-    """``target <- (1 - tau) * target + tau * source`` for every parameter."""
+def guarded_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor,
+                 also_skip: torch.Tensor | None = None) -> None:
+    """Applies ``optimizer.step()`` unless a gradient holds a NaN or an Inf (or ``also_skip``
+    is 1.0); then nothing changes (weights, moments, step count). Sets ``found_inf`` to 1.0
+    when it skips.
+
+    A fused optimizer (:func:`adam`) skips on the device, as under AMP's GradScaler, with no
+    host synchronization; any other optimizer is checked on the host."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    found_inf.zero_()
+    torch._amp_foreach_non_finite_check_and_unscale_(
+        grads, found_inf, torch.ones((), device=found_inf.device))
+    if also_skip is not None:
+        torch.maximum(found_inf, also_skip, out=found_inf)
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = found_inf  # read by the fused kernel
+        optimizer.step()
+    elif not found_inf.item():
+        optimizer.step()
+
+
+@torch.no_grad()
+def polyak_update(source: nn.Module, target: nn.Module, tau: float | torch.Tensor) -> None:
+    """``target <- (1 - tau) * target + tau * source`` for every parameter (``tau`` a number
+    or a 0-d tensor on the parameters' device)."""
     tgt = list(target.parameters())
     torch._foreach_lerp_(tgt, list(source.parameters()), tau)
 
@@ -118,30 +142,55 @@ class TD3Update:
         self.actor_optim, self.critic_optim = actor_optim, critic_optim
         self.hp, self.precision = hp, precision
         self.num_updates = 0
+        # Non-finite guard, on the device: updates skipped in all, the current run of skipped
+        # updates, and the longest run since read_nonfinite().
+        device = next(iter(actor.parameters())).device
+        self._found = {"critic": torch.zeros((), device=device),
+                       "actor": torch.zeros((), device=device)}
+        self._skipped = torch.zeros((), device=device)
+        self._streak = torch.zeros((), device=device)
+        self._longest = torch.zeros((), device=device)
         self._critic_loss, self._actor_loss = critic_loss, actor_loss
         if compile:
             self._critic_loss = torch.compile(critic_loss, dynamic=False)
             self._actor_loss = torch.compile(actor_loss, dynamic=False)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One TD3 update: critic every call; actor and targets every ``policy_delay`` calls."""
+        """One TD3 update: critic every call; actor and targets every ``policy_delay`` calls.
+        A step whose gradients are not finite is skipped (:func:`guarded_step`) and counted."""
         device = batch.obs.device
         with autocast(self.precision, device):
             loss_q, stats = self._critic_loss(self.actor_target, self.critic,
                                               self.critic_target, self.normalize, batch, self.hp)
         self.critic_optim.zero_grad(set_to_none=True)
         loss_q.backward()
-        self.critic_optim.step()
+        guarded_step(self.critic_optim, self._found["critic"])
         stats["critic_loss"] = loss_q.detach()
         self.num_updates += 1
+        skipped = self._found["critic"]
         if self.num_updates % self.hp.policy_delay == 0:
             with autocast(self.precision, device):
                 loss_pi = self._actor_loss(self.actor, self.critic_for_actor_loss,
                                            self.normalize, batch, self.hp.pre_tanh_penalty)
             self.actor_optim.zero_grad(set_to_none=True)
             loss_pi.backward()
-            self.actor_optim.step()
-            polyak_update(self.actor, self.actor_target, self.hp.tau)
-            polyak_update(self.critic, self.critic_target, self.hp.tau)
+            # A step whose critic update was skipped skips its actor update too.
+            guarded_step(self.actor_optim, self._found["actor"], also_skip=skipped)
+            skipped = self._found["actor"]
+            tau = self.hp.tau * (1.0 - skipped)  # a skipped update moves no target either
+            polyak_update(self.actor, self.actor_target, tau)
+            polyak_update(self.critic, self.critic_target, tau)
             stats["actor_loss"] = loss_pi.detach()
+        self._skipped += skipped
+        self._streak.add_(skipped).mul_(skipped)  # +1 if skipped, else back to 0
+        torch.maximum(self._longest, self._streak, out=self._longest)
         return stats
+
+    def read_nonfinite(self) -> tuple[int, int]:
+        """Updates skipped for non-finite gradients since the last call, and the longest run
+        of consecutive skipped updates among the steps since then (a run that began before
+        counts whole); one host sync."""
+        skipped, longest = int(self._skipped.item()), int(self._longest.item())
+        self._skipped.zero_()
+        self._longest.zero_()
+        return skipped, longest

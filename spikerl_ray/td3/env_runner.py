@@ -51,6 +51,21 @@ class TD3EnvRunner(SingleAgentEnvRunner):
         self._spill: dict[str, np.ndarray] = {}
         self._rng = np.random.default_rng(self._seed)
 
+    def reseed(self, generation: int) -> None:
+        """Fresh random streams after a restore, derived from the run's seed, this runner's
+        index and ``generation`` (the env steps sampled before it), so that resuming a
+        checkpoint twice acts alike. The envs reset on the next call: an episode cut by the
+        interruption is not continued (its state is not in the checkpoint)."""
+        self._obs = None
+        self._spill = {}
+        if self._seed is None:  # an unseeded run stays unseeded
+            return
+        sequence = np.random.SeedSequence([self._seed, generation])
+        self._rng = np.random.default_rng(sequence)
+        torch.manual_seed(int(sequence.generate_state(1)[0]))
+        self._seed = int(sequence.generate_state(2)[1])
+        self._needs_initial_reset = True
+
     def sample_transitions(self, *, random_actions: bool = False) -> dict[str, np.ndarray]:
         """Samples one fragment: ``rollout_fragment_length x num_envs`` transitions.
 

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from policies.diagnostics import actor_statistics
 from spikerl_ray.core.distributed import bf16_allreduce_hook
-from spikerl_ray.core.replay import TransitionReplay
+from spikerl_ray.core.replay import TransitionReplay, finite_rows
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
 
 
@@ -57,6 +57,9 @@ class TD3TorchLearner(TorchLearner):
                 for ddp in (actor, critic):
                     ddp.register_comm_hook(None, bf16_allreduce_hook)
         self.ddp_modules = (actor, critic) if self.data_parallel else ()
+        # Transitions the replay must hold again before updates resume (set on a restore
+        # without the saved replay memory: TD3's warm-up before learning, per shard).
+        self._refill = 0
         self._td3 = TD3Update(
             actor=actor, critic=critic, actor_target=module.target_actor,
             critic_target=module.target_critic, normalize=module.normalize,
@@ -113,6 +116,9 @@ class TD3TorchLearner(TorchLearner):
         """
         module = self.module[DEFAULT_MODULE_ID].unwrapped()
         obs_dim = int(module.observation_space.shape[0])
+        dropped = 0
+        if transitions is not None and len(transitions["rewards"]):
+            transitions, dropped = finite_rows(transitions)
         if transitions is not None and len(transitions["rewards"]):
             self.replay.add(transitions)
             obs = torch.as_tensor(transitions["obs"], device=self._device)
@@ -127,15 +133,45 @@ class TD3TorchLearner(TorchLearner):
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         done = 0
-        if int(smallest.item()) >= batch_size:
+        if int(smallest.item()) >= max(batch_size, self._refill):
             for _ in range(num_updates):
                 for k, v in self._td3.step(self.replay.sample(batch_size)).items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 done += 1
         out = {k: float(v) / counts[k] for k, v in sums.items()}
-        out.update(num_updates=done, replay_size=len(self.replay))
+        skipped, streak = self._td3.read_nonfinite()
+        out.update(num_updates=done, replay_size=len(self.replay),
+                   nonfinite_transitions=dropped, nonfinite_updates=skipped,
+                   nonfinite_streak=streak)
         return out
+
+    def td3_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond RLlib's learner state (weights, optimizers): the
+        random state (replay sampling, target noise), the update count (the phase of the
+        delayed actor update) and, with ``save_replay``, the replay memory."""
+        state = {"replay_generator": self.replay.generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "num_updates": self._td3.num_updates}
+        if self._device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self._device)
+        if self.config.save_replay:
+            state["replay"] = self.replay.state_dict()
+        return state
+
+    def set_td3_state(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`td3_state`. Without a saved replay memory, updates wait until the
+        replay again holds TD3's warm-up (``num_steps_sampled_before_learning_starts``,
+        split over the learners)."""
+        self.replay.generator.set_state(state["replay_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self._device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self._device)
+        self._td3.num_updates = int(state["num_updates"])
+        if "replay" in state:
+            self.replay.load_state_dict(state["replay"])
+        else:
+            self._refill = (self.config.num_steps_sampled_before_learning_starts
+                            // max(self.config.num_learners, 1))
 
     def actor_health(self) -> dict[str, float]:
         """Firing, saturation and operation statistics of the actor on the newest observations

@@ -39,6 +39,7 @@ from spikerl_ray.core.td3 import PRECISIONS
 from spikerl_ray.energy.accounting import DEFAULT_CARBON_INTENSITY
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
+TD3_LEARNERS_STATE = "td3_learners"  # the learners' random state (and replay), in checkpoints
 SAMPLE_TAG = "td3_sample"  # tags the overlapped sampling requests among a runner's calls
 
 
@@ -81,6 +82,9 @@ class TD3Config(AlgorithmConfig):
         self.num_steps_sampled_before_learning_starts = 1_000  # PopSAN update_after
         self.updates_per_step = 1.0  # PopSAN: 50 updates every 50 steps
         self.replay_capacity = 1_000_000
+        self.save_replay = False  # checkpoints hold the replay memory (else refilled on restore)
+        # Updates skipped in a row for non-finite gradients before the run stops.
+        self.max_nonfinite_updates = 1000
         self.train_batch_size_per_learner = 100
         self.precision = "fp32"
         self.allreduce_dtype = "fp32"
@@ -123,6 +127,8 @@ class TD3Config(AlgorithmConfig):
         num_steps_sampled_before_learning_starts: int | None = NotProvided,
         updates_per_step: float | None = NotProvided,
         replay_capacity: int | None = NotProvided,
+        save_replay: bool | None = NotProvided,
+        max_nonfinite_updates: int | None = NotProvided,
         precision: str | None = NotProvided,
         allreduce_dtype: str | None = NotProvided,
         torch_distributed_backend: str | None = NotProvided,
@@ -153,6 +159,13 @@ class TD3Config(AlgorithmConfig):
             num_steps_sampled_before_learning_starts: env steps before any update (1000).
             updates_per_step: gradient updates per sampled env step, per learner (1.0).
             replay_capacity: transitions kept in each learner's replay shard (1M).
+            save_replay: checkpoints hold every learner's replay memory (its size:
+                transitions x (2 obs_dim + act_dim + 2) x 4 bytes); without it a restored run
+                refills the replay with ``num_steps_sampled_before_learning_starts`` new
+                transitions before updating again.
+            max_nonfinite_updates: a gradient update with a NaN or Inf gradient is skipped
+                and counted; after this many in a row, training stops with
+                :class:`NonFiniteError` (1000).
             precision: ``fp32`` or ``bf16`` (autocast around forward and loss).
             allreduce_dtype: ``fp32``, or ``bf16`` to compress the gradient allreduce of
                 data-parallel learners with DDP's bf16 communication hook.
@@ -204,7 +217,7 @@ class TD3Config(AlgorithmConfig):
         if self.precision not in PRECISIONS:
             self._value_error(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("actor_lr", "critic_lr", "tau", "updates_per_step", "replay_capacity",
-                     "policy_delay", "train_batch_size_per_learner"):
+                     "policy_delay", "train_batch_size_per_learner", "max_nonfinite_updates"):
             if not getattr(self, name) or getattr(self, name) <= 0:
                 self._value_error(f"{name} must be positive, got {getattr(self, name)!r}")
         backend = self.torch_distributed_backend
@@ -273,6 +286,10 @@ class TD3Config(AlgorithmConfig):
             "compile_networks": bool(self.compile_networks),
             "critic_hiddens": tuple(self.critic_hiddens),
             "exploration_noise": self.exploration_noise}
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped: too many gradient updates in a row had NaN or Inf gradients."""
 
 
 def shard_transitions(fragments: list[dict[str, np.ndarray]], num_shards: int
@@ -361,6 +378,35 @@ class TD3(Algorithm):
         return results
 
     @override(Algorithm)
+    def get_state(self, components: Any = None, *, not_components: Any = None,
+                  **kwargs: Any) -> dict:
+        """RLlib's state, plus every learner's :meth:`~TD3TorchLearner.td3_state`."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        if self._check_component(TD3_LEARNERS_STATE, components, not_components):
+            state[TD3_LEARNERS_STATE] = [r.get() for r in self.learner_group.foreach_learner(
+                lambda learner: learner.td3_state())]
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict) -> None:
+        """RLlib's restore, then each learner's own random state (and replay shard), and fresh
+        random streams for the env runners (:meth:`~TD3EnvRunner.reseed`)."""
+        super().set_state(state)
+        learners = state.get(TD3_LEARNERS_STATE)
+        if learners is None:
+            return
+        if len(learners) != max(self.config.num_learners, 1):
+            raise ValueError(f"the checkpoint holds {len(learners)} learner states; this run "
+                             f"has {max(self.config.num_learners, 1)} learners")
+        for result in self.learner_group.foreach_learner(
+                lambda learner, states: learner.set_td3_state(states[learner._learner_index]),
+                states=learners):
+            result.get()  # raises a learner's error here
+        generation = int(self.metrics.peek((ENV_RUNNER_RESULTS,
+                                            NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
+        self.env_runner_group.foreach_env_runner(lambda runner: runner.reseed(generation))
+
+    @override(Algorithm)
     def cleanup(self) -> None:
         if getattr(self, "_energy_meter", None) is not None:
             self._energy_meter.close()
@@ -417,12 +463,22 @@ class TD3(Algorithm):
                     _add_and_train_own_shard, shard_refs=[ray.put(s) for s in shards],
                     num_updates=num_updates)
         stats = [r.get() for r in results]
-        # Learners step in lockstep: the update count is any one learner's; losses average.
+        # Learners step in lockstep: the update counts are any one learner's (DDP averages
+        # the gradients, so all skip the same updates); dropped transitions add up; losses
+        # average.
+        first = stats[0]
         self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, NUM_UPDATES_LIFETIME),
-                               stats[0]["num_updates"], reduce="lifetime_sum")
-        for key in stats[0].keys() - {"num_updates"}:
+                               first["num_updates"], reduce="lifetime_sum")
+        self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, "nonfinite_transitions"),
+                               sum(s["nonfinite_transitions"] for s in stats), reduce="sum")
+        for key in first.keys() - {"num_updates", "nonfinite_transitions"}:
             self.metrics.log_value((LEARNER_RESULTS, DEFAULT_MODULE_ID, key),
                                    float(np.mean([s[key] for s in stats])), window=1)
+        if first["nonfinite_streak"] >= cfg.max_nonfinite_updates:
+            raise NonFiniteError(
+                f"{first['nonfinite_streak']} gradient updates in a row had NaN or Inf "
+                f"gradients and were skipped (max_nonfinite_updates={cfg.max_nonfinite_updates})"
+                "; the weights hold their last finite values")
 
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
