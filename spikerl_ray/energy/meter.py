@@ -21,10 +21,11 @@ class EnergyMeter:
                  intensity: float) -> None:
         remote = ray.remote(num_cpus=0, num_gpus=0, max_restarts=0)(NodeMonitor)
         self.intensity = intensity
+        self.nodes = sorted(node_pids)
         self.monitors = [
             remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-                           ).remote(pids, estimate_cpu_watts, node=node)
-            for node, pids in sorted(node_pids.items())]
+                           ).remote(node_pids[node], estimate_cpu_watts, node=node)
+            for node in self.nodes]
         self._start: list[dict[str, Any]] | None = None
         self._t0 = 0.0
         self.begin()  # waits for the monitors to start
@@ -46,6 +47,15 @@ class EnergyMeter:
         return {**summarize(devices, seconds, env_steps, self.intensity),
                 "energy_monitor_cpu_s": monitor_cpu_seconds(self._start, end),
                 "window_s": seconds, "devices": devices}
+
+    def track(self, places: list[tuple[str, int]]) -> None:
+        """Adds processes (node id, pid), e.g. env runners Ray restarted, to the CPU-time
+        estimate of their node's monitor. A process on a node without a monitor is not
+        estimated (the node's RAPL and NVML readings, where available, include it)."""
+        for node, monitor in zip(self.nodes, self.monitors):
+            pids = [pid for where, pid in places if where == node]
+            if pids:
+                ray.get(monitor.track.remote(pids))
 
     def close(self) -> None:
         for monitor in self.monitors:

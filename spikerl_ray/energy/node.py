@@ -62,6 +62,13 @@ class NodeMonitor:
                 self.nvml.poll()
                 self._own_cpu_s += time.thread_time() - t0
 
+    def track(self, pids: list[int]) -> None:
+        """Adds processes to those whose CPU time is estimated (all their CPU time so far
+        counts in the next reading); nothing without an estimate."""
+        if self.processes is not None:
+            with self._lock:
+                self.processes.pids += pids
+
     def read(self) -> dict[str, Any]:
         """Every device's accumulated joules and source, and the CPU seconds this monitor has
         used (polling and reading)."""

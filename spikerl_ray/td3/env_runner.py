@@ -15,11 +15,13 @@ import time
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from gymnasium.vector import AutoresetMode
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.debug import update_global_seed_if_necessary
 from ray.rllib.utils.metrics import (
     RLMODULE_INFERENCE_TIMER,
     SAMPLE_TIMER,
@@ -36,10 +38,17 @@ class TD3EnvRunner(SingleAgentEnvRunner):
     Between calls it keeps, as RLlib keeps its ongoing episodes: the current observations,
     which envs reset on their next step, each env's running episode return, length and start
     time, and the transitions of the last vector step that did not fit the previous fragment.
+
+    A remote runner that Ray restarts after its process died (fault tolerance,
+    docs/reliability.md) draws a fresh seed, so that it does not replay the episodes and
+    random actions of the runner it replaces.
     """
 
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
+        if self._seed is not None and _is_restarted_actor():
+            self._seed = int(np.random.SeedSequence().entropy % 2**31)
+            update_global_seed_if_necessary(self.config.framework_str, self._seed)
         # Acting only: in eval mode, forward_exploration() skips switching back to train mode
         # (a walk over all submodules) after every step.
         self.module.eval()
@@ -161,3 +170,11 @@ class TD3EnvRunner(SingleAgentEnvRunner):
         self._ep_return[:] = 0.0
         self._ep_len[:] = 0
         self._ep_start[:] = time.perf_counter()
+
+
+def _is_restarted_actor() -> bool:
+    """Whether this process is a Ray actor that Ray restarted after a failure."""
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)

@@ -95,6 +95,11 @@ class TD3Config(AlgorithmConfig):
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
         self.async_sampling = False
+        # Fault tolerance (RLlib's, set with `fault_tolerance()`): Ray restarts a remote env
+        # runner whose process died; RLlib probes it before the next training step and hands
+        # it the current weights (observation statistics included). The dead runner's fragment
+        # is simply missing from that step (docs/reliability.md).
+        self.restart_failed_env_runners = True
         # Energy (spikerl_ray.energy): a monitor on every node the run uses.
         self.energy_monitor = True
         self.estimate_cpu_watts: float | None = None
@@ -413,8 +418,21 @@ class TD3(Algorithm):
             self._energy_meter = None
         super().cleanup()
 
+    @override(Algorithm)
+    def restore_env_runners(self, env_runner_group: Any) -> list[int]:
+        """RLlib's restore, then the energy meter also follows the restarted runners'
+        processes (their pids are new)."""
+        restored = super().restore_env_runners(env_runner_group)
+        if restored and self._energy_meter is not None and env_runner_group is \
+                self.env_runner_group:
+            self._energy_meter.track(env_runner_group.foreach_env_runner(
+                _where, local_env_runner=False, remote_worker_ids=restored))
+        return restored
+
     def _sample_fragments(self, random_actions: bool) -> list[tuple[dict, dict]]:
-        """One fragment from every env runner (remote ones, else the local one)."""
+        """One fragment from every env runner (remote ones, else the local one). A remote
+        runner that failed is left out (RLlib marks it unhealthy and restores it before the
+        next step), so only fragments that arrived are stored and counted."""
         if self.env_runner_group.num_remote_env_runners() > 0:
             return self.env_runner_group.foreach_env_runner(_sampler(random_actions),
                                                             local_env_runner=False)
@@ -423,7 +441,8 @@ class TD3(Algorithm):
     def _sample_overlapped(self, lifetime: int) -> list[tuple[dict, dict]]:
         """Collects the fragments requested in the last iteration (requesting them now if
         none are in flight) and requests the next ones, which the runners sample while the
-        learners train. Weights synced afterwards queue behind that request on each runner."""
+        learners train. Weights synced afterwards queue behind that request on each runner.
+        A runner that failed drops its request; once restored it gets the next one."""
         cfg, group = self.config, self.env_runner_group
         if group.num_in_flight_async_reqs(tag=SAMPLE_TAG) == 0:
             group.foreach_env_runner_async(_sampler(lifetime < cfg.num_steps_random_warmup),
