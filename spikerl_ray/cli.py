@@ -204,9 +204,12 @@ def _tune(args: argparse.Namespace) -> None:
         trial_requests,
     )
     from spikerl_ray.resources import check, cluster_nodes, describe
+    from spikerl_ray.storage import filesystem, is_uri
     from spikerl_ray.training import init_ray
 
     exp = load_experiment(args.config)
+    if args.out and is_uri(args.out):
+        filesystem(args.out)
     check_trials(exp)
     requests = trial_requests(exp)
     init_ray(args.address)
@@ -240,6 +243,8 @@ def _energy(args: argparse.Namespace) -> None:
     from spikerl_ray.energy.accounting import ENERGY_FILE, load_energy
     from spikerl_ray.energy.gpsup import GPSUP_TOLERANCE, compare, describe, plot_quadrant
 
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise UserError(f"cannot write the plot to {args.plot}: its folder does not exist")
     runs = []
     for name in (args.base, args.new):
         path = Path(name)

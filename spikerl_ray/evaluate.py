@@ -70,6 +70,8 @@ def act(module: Any, obs: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
 def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = None,
              seed: int = 1_000_000) -> dict[str, Any]:
     """Mean and std of the undiscounted return over ``episodes`` noise-free episodes."""
+    if env_id is not None:
+        continuous_spaces(env_id)  # a bad --env is named before the checkpoint is read
     module, info = load_module(checkpoint)
     env_id = env_id or info["env"]
     obs_space, act_space = continuous_spaces(env_id)

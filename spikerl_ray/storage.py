@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from spikerl_ray.errors import UserError
 
@@ -22,17 +22,23 @@ def is_uri(path: str | Path) -> bool:
     return "://" in str(path)
 
 
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of ``uri``; an unknown scheme or unreachable store is
+    a :class:`UserError`."""
+    import pyarrow
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (pyarrow.ArrowInvalid, OSError) as exc:
+        raise UserError(f"cannot use storage URI {uri}: {exc}") from None
+
+
 class Mirror:
     """A local staging folder for the folder at ``uri``; removed by :meth:`close`."""
 
     def __init__(self, uri: str) -> None:
-        import pyarrow
-        import pyarrow.fs
-
-        try:
-            self.fs, self.root = pyarrow.fs.FileSystem.from_uri(uri)
-        except (pyarrow.ArrowInvalid, OSError) as exc:
-            raise UserError(f"cannot use storage URI {uri}: {exc}") from None
+        self.fs, self.root = filesystem(uri)
         self.uri = uri
         self.root = self.root.rstrip("/")
         self.local = Path(tempfile.mkdtemp(prefix="spikerl-stage-"))

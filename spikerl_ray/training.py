@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -36,6 +38,21 @@ def init_ray(address: str | None) -> None:
         # A single-node embedded cluster stays on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuses at once a ``HOST:PORT`` where nothing listens (``ray.init`` would retry for
+    minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address:
+        return
+    if not sep or not port.isdigit():
+        raise UserError(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) "
+                        "or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
 
 
 def run_requests(settings: RunSettings) -> list[tuple[str, dict[str, float]]]:
