@@ -191,7 +191,9 @@ class RunDir:
         algo.save_to_path(str(path.resolve()))
         info = {"env": settings.env, "policy": settings.policy, "method": settings.method,
                 "seed": settings.seed,
-                "iteration": iteration, "env_steps": env_steps}
+                "iteration": iteration, "env_steps": env_steps,
+                # What spikerl evaluate builds the module from (JSON, not RLlib's pickles).
+                "model_config": algo.config.model_config}
         (path / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
         return path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -118,6 +119,29 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
         f.write_bytes(b"not a checkpoint")
     assert main(["evaluate", str(ckpt)]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+class _Exploit:
+    """Unpickling this would run ``touch MARKER``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def test_evaluate_never_unpickles_code_from_the_module_state(run_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(sorted((run_dir / "checkpoints").iterdir())[-1], ckpt)
+    marker = tmp_path / "pwned"
+    state = ckpt / "learner_group" / "learner" / "rl_module" / "default_policy" / \
+        "module_state.pkl"
+    state.write_bytes(pickle.dumps({"actor.readout.bias": _Exploit(marker)}))
+    assert main(["evaluate", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is corrupt or unreadable: UnpicklingError" in err
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("argv, message", [
