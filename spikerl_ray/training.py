@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -22,20 +23,22 @@ CHECKPOINT_EVERY = 10  # iterations (~10k env steps)
 
 
 def init_ray(address: str | None) -> None:
-    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process."""
+    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process.
+    Ray's logger keeps the level it has (``spikerl`` sets it; Ray's default is INFO)."""
     import ray
 
     if ray.is_initialized():
         return
+    level = logging.getLogger("ray").level
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=level)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
     else:
         # A single-node embedded cluster stays on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
 
 
 def run_requests(settings: RunSettings) -> list[tuple[str, dict[str, float]]]:
