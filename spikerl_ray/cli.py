@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -33,6 +34,10 @@ def _number(kind: type, allow_zero: bool) -> Any:
 
     return parse
 
+
+VERBOSE_HELP = "also show Ray's and RLlib's log messages (warnings, notices)"
+# The loggers Ray configures with levels of their own when it is imported.
+RAY_LOGGERS = ("ray", "ray.rllib")
 
 _positive_int = _number(int, allow_zero=False)
 _non_negative_int = _number(int, allow_zero=True)
@@ -140,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="replace the run in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     u = sub.add_parser("tune", help="run an experiment of tune_configs/ with Ray Tune")
     u.add_argument("config", help="a tune config, e.g. tune_configs/smoke.yaml")
@@ -148,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--resume", action="store_true",
                    help="continue the interrupted experiment (unfinished and failed trials)")
     u.add_argument("--address", default=None, help="join this Ray cluster")
+    u.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
     r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run "
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--env", default=None, help="evaluate on another env (same shapes)")
     e.add_argument("--seed", type=_non_negative_int, default=1_000_000)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
@@ -289,9 +297,21 @@ def _evaluate(args: argparse.Namespace) -> None:
               f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
 
 
+def quiet_ray() -> None:
+    """Shows only errors of Ray's and RLlib's loggers in this process (their warnings and
+    notices otherwise come before our progress bar); :func:`spikerl_ray.training.init_ray`
+    keeps the level. Ray's worker processes log to files either way."""
+    import ray  # noqa: F401  (sets up Ray's loggers, adjusted here)
+
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spikerl`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", True):
+        quiet_ray()
     try:
         {"train": _train, "evaluate": _evaluate, "tune": _tune,
          "report": _report, "energy": _energy}[args.command](args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 import numpy as np
 
@@ -10,10 +12,14 @@ from spikerl_ray.errors import UserError
 
 def continuous_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """Observation and action spaces of ``env_id``; :class:`UserError` unless both are flat,
-    bounded-action ``Box`` spaces (TD3 needs continuous actions)."""
+    bounded-action ``Box`` spaces (TD3 needs continuous actions). ``MODULE:ID`` (Gymnasium's
+    syntax) imports ``MODULE`` first, which registers ``ID``."""
+    module, _, name = env_id.rpartition(":")
     try:
-        gym.spec(env_id)
-    except gym.error.Error:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError):
         raise UserError(f"unknown environment {env_id!r}: not registered with Gymnasium "
                         "(e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1)") from None
     try:

@@ -1,12 +1,16 @@
 """``spikerl evaluate``: runs a checkpoint's actor without exploration noise.
 
-Loads only the RLModule from the checkpoint (no Ray cluster is started) and steps the
-environment in this process.
+Builds the RLModule from the checkpoint's ``spikerl_run.json`` (our own JSON: environment and
+model config) and loads its weights from RLlib's ``module_state.pkl`` with an unpickler that
+admits numeric arrays only, so a tampered checkpoint cannot run code (``docs/security.md``).
+No Ray cluster is started; the environment steps in this process.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,12 @@ from spikerl_ray.run import CHECKPOINT_INFO
 from spikerl_ray.storage import Mirror, is_uri
 
 MODULE_PATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+STATE_FILE = "module_state.pkl"  # RLlib's pickle of the module's state dict (numpy arrays)
+# The only globals a module state pickle may name: numpy arrays, their dtypes, an ordered dict.
+STATE_GLOBALS = {("collections", "OrderedDict"), ("numpy", "dtype"), ("numpy", "ndarray"),
+                 ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+                 ("numpy._core.multiarray", "_reconstruct"),
+                 ("numpy.core.multiarray", "_reconstruct")}
 # Observations of the evaluation episodes the spike statistics are measured on (evenly spaced).
 STATISTICS_OBS = 1000
 
@@ -49,14 +59,47 @@ def _load_folder(path: Path, name: str) -> tuple[Any, dict[str, Any]]:
                         f"and {MODULE_PATH}/ inside; pick a folder under <run>/checkpoints/)")
     try:
         info = json.loads((path / CHECKPOINT_INFO).read_text())
-        from ray.rllib.core.rl_module.rl_module import RLModule
+        if "model_config" not in info:
+            raise UserError(f"checkpoint {name} has no model_config in {CHECKPOINT_INFO} "
+                            "(written before spikerl-ray loaded checkpoints safely); "
+                            "train it again")
+        from spikerl_ray.td3.rl_module import TD3TorchRLModule
 
-        module = RLModule.from_checkpoint(str((path / MODULE_PATH).resolve()))
+        obs_space, act_space = continuous_spaces(info["env"])
+        module = TD3TorchRLModule(observation_space=obs_space, action_space=act_space,
+                                  model_config=info["model_config"])
+        state = load_state((path / MODULE_PATH / STATE_FILE).read_bytes())
+        module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"checkpoint {name} is corrupt or unreadable: "
                         f"{type(exc).__name__}: {exc}") from None
     module.eval()
     return module, info
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Resolves only :data:`STATE_GLOBALS`; any other class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in STATE_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a module state")
+        return super().find_class(module, name)
+
+
+def load_state(data: bytes) -> dict[str, np.ndarray | float]:
+    """A module state dict from RLlib's pickle, without running code: numeric arrays and
+    numbers only (``ValueError`` / ``UnpicklingError`` otherwise)."""
+    state = _StateUnpickler(io.BytesIO(data)).load()
+    if not isinstance(state, dict):
+        raise ValueError(f"a module state is a dict, not {type(state).__name__}")
+    for key, value in state.items():
+        numeric = (isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+                   or isinstance(value, (int, float)))
+        if not isinstance(key, str) or not numeric:
+            raise ValueError(f"{key!r} is not a numeric array")
+    return state
 
 
 def act(module: Any, obs: np.ndarray, space: gym.spaces.Box) -> np.ndarray:

@@ -215,6 +215,8 @@ class RunDir:
             shutil.copy2(self.path / ENERGY_FILE, tmp / ENERGY_FILE)
         info = {"env": settings.env, "policy": settings.policy, "method": settings.method,
                 "seed": settings.seed, "iteration": iteration, "env_steps": env_steps,
+                # What spikerl evaluate builds the module from (JSON, not RLlib's pickles).
+                "model_config": algo.config.model_config,
                 "files": {p.relative_to(tmp).as_posix(): _fingerprint(p)
                           for p in sorted(tmp.rglob("*")) if p.is_file()}}
         (tmp / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))

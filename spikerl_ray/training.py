@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -23,21 +24,23 @@ from spikerl_ray.storage import Mirror, is_uri
 
 
 def init_ray(address: str | None) -> None:
-    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process."""
+    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process.
+    Ray's logger keeps the level it has (``spikerl`` sets it; Ray's default is INFO)."""
     import ray
 
     if ray.is_initialized():
         return
+    level = logging.getLogger("ray").level
     if address:
         _check_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=level)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
     else:
         # A single-node embedded cluster stays on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
 
 
 def _check_reachable(address: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -120,6 +121,29 @@ def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+class _Exploit:
+    """Unpickling this would run ``touch MARKER``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def test_evaluate_never_unpickles_code_from_the_module_state(run_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(sorted((run_dir / "checkpoints").iterdir())[-1], ckpt)
+    marker = tmp_path / "pwned"
+    state = ckpt / "learner_group" / "learner" / "rl_module" / "default_policy" / \
+        "module_state.pkl"
+    state.write_bytes(pickle.dumps({"actor.readout.bias": _Exploit(marker)}))
+    assert main(["evaluate", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is corrupt or unreadable: UnpicklingError" in err
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--env", "NoSuchEnv-v0", "--steps", "10", "--out", "{tmp}"],
      "unknown environment 'NoSuchEnv-v0'"),
@@ -181,15 +205,15 @@ def test_console_script_error_has_no_traceback(spikerl_cmd, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("spikerl train: error:")
 
 
-def _staged() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("spikerl-stage-*"))
-
-
-def test_train_to_a_uri_refuses_resumes_replaces_and_evaluates(tmp_path, capsys, ray_session):
+def test_train_to_a_uri_refuses_resumes_replaces_and_evaluates(tmp_path, capsys, ray_session,
+                                                               monkeypatch):
     """``--out`` a URI (``file://`` here; ``s3://`` and the rest go through the same pyarrow
     filesystem calls): files and checkpoints land there, and nothing is left staged."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))  # where staging folders are made
     remote = tmp_path / "bucket" / "run"
-    uri, staged = remote.as_uri(), _staged()
+    uri = remote.as_uri()
     assert main([*TRAIN, "--steps", "1000", "--out", uri]) == 0
     assert [int(r["env_steps"]) for r in _rows(remote)] == [1000]
     assert (remote / "run.json").is_file() and (remote / "energy.json").is_file()
@@ -215,7 +239,7 @@ def test_train_to_a_uri_refuses_resumes_replaces_and_evaluates(tmp_path, capsys,
     assert [int(r["env_steps"]) for r in _rows(remote)] == [1000]
     assert [p.name for p in (remote / "checkpoints").iterdir()] == ["iter_000001"]
     assert (remote / "report" / "report.md").is_file()  # not the run's: --force keeps it
-    assert _staged() == staged
+    assert not list(staging.iterdir())
 
 
 def test_report_of_a_train_run(run_dir, tmp_path, capsys):

@@ -48,6 +48,8 @@ BAD = [
     ("searchable", GOOD + "search: {gamma: {choice: [0.9]}}\n", "search: cannot search "
      "'gamma'"),
     ("scheduler", GOOD + "scheduler: {type: hyperband}\n", "scheduler.type: Input should be"),
+    ("retries", GOOD + "max_failures: -1\n", "max_failures: Input should be greater than or "
+     "equal to 0"),
     ("yaml", GOOD + "methods: [unclosed\n", "not valid YAML"),
     ("not-a-mapping", "- just\n- a list\n", "expected a mapping"),
 ]
@@ -214,3 +216,42 @@ def test_killed_experiment_resumes_without_rerunning_finished_trials(tmp_path, r
     assert len(trials) == 4 and all(_finished(t, 3000) for t in trials)
     for name, text in finished.items():  # not re-run: not a row more
         assert (exp_dir / name / "result.json").read_text() == text
+
+
+FLAKY = """\
+name: flaky
+methods: [ann]
+envs: [Pendulum-v1, "tests.flaky_env:FlakyPendulum-v0"]
+seeds: [0]
+env_steps: 1000
+evaluation: {every: 1, episodes: 1}
+settings: {warmup_steps: 500, energy_monitor: false}
+max_concurrent_trials: 2
+max_failures: MAX
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_failures", [1, 0])
+def test_a_failing_trial_is_retried_and_never_stops_the_others(max_failures, tmp_path, capsys,
+                                                               ray_session):
+    path = tmp_path / "flaky.yaml"
+    path.write_text(FLAKY.replace("MAX", str(max_failures)))
+    status = main(["tune", str(path), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    state = json.loads(max((tmp_path / "flaky").glob("experiment_state-*.json")).read_text())
+    trials = {json.loads(t)["config"]["env"]: (json.loads(t)["status"], json.loads(run))
+              for t, run in state["trial_data"]}
+    assert trials["Pendulum-v1"][0] == "TERMINATED"
+    assert _finished(next((tmp_path / "flaky").glob("ann_Pendulum-v1_s0_*")), 1000)
+    trial_status, run = trials["tests.flaky_env:FlakyPendulum-v0"]
+    assert run["num_failures"] == 1
+    trial_dir = next((tmp_path / "flaky").glob("ann_tests.flaky_env*"))
+    assert "FlakyPendulum fails once per trial" in (trial_dir / "error.txt").read_text()
+    if max_failures:
+        assert status == 0, err
+        assert trial_status == "TERMINATED" and _finished(trial_dir, 1000)
+    else:
+        assert status == 2 and trial_status == "ERROR"
+        assert err.strip().splitlines()[-1].startswith(
+            "spikerl tune: error: 1 trial(s) failed; see "), err

@@ -141,6 +141,7 @@ class Experiment(_Strict):
     scheduler: Scheduler | None = None
     max_concurrent_trials: PositiveInt | None = None
     checkpoint_every: PositiveInt = 10  # iterations; and at the end
+    max_failures: NonNegativeInt = 2  # retries of a failed trial, from its last checkpoint
     storage_path: str = "runs/tune"
 
     @field_validator("methods")

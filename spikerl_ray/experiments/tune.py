@@ -6,8 +6,10 @@ trial's complete TD3 config is derived from them with ``tune.sample_from`` (the 
 the experiment's resources and settings, the sampled values), through the same
 :func:`~spikerl_ray.run.build_config` as ``spikerl train``. Trials are named
 ``METHOD_ENV_sSEED_ID``; Tune's own progress output shows them with their metrics; Tune keeps
-one checkpoint per trial every ``checkpoint_every`` iterations and at the end, and ``--resume`` continues an interrupted experiment with
-``Tuner.restore``, re-running only unfinished or failed trials.
+one checkpoint per trial every ``checkpoint_every`` iterations and at the end; a failing trial is
+retried up to ``max_failures`` times from its last checkpoint (Tune's ``FailureConfig``) while the
+others run on; ``--resume`` continues an interrupted experiment with ``Tuner.restore``,
+re-running only unfinished or failed trials.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = Fa
         run_config=tune.RunConfig(
             name=exp.name, storage_path=root, verbose=verbose,
             stop={"num_env_steps_sampled_lifetime": exp.env_steps},
+            failure_config=tune.FailureConfig(max_failures=exp.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=exp.checkpoint_every, checkpoint_at_end=True)),
     )
