@@ -315,6 +315,7 @@ if [ -n "${STUB_SPIKERL_SLEEP:-}" ]; then
   trap 'echo "spikerl got SIGINT" >> "$STUB_LOG"; kill "$child"; exit 130' INT
   sleep "$STUB_SPIKERL_SLEEP" &
   child=$!
+  echo "spikerl waiting" >> "$STUB_LOG"  # the trap is set: a signal from now on is seen
   wait "$child"
 fi
 exit "${STUB_SPIKERL_STATUS:-0}"
@@ -462,7 +463,7 @@ def test_sbatch_sigterm_interrupts_the_command_and_stops_ray(stubs: Stubs):
                       SPIKERL_WORKER_WAIT="0", STUB_SPIKERL_SLEEP="30"))
     try:
         deadline = time.monotonic() + 30
-        while not any(c.startswith("spikerl ") for c in stubs.calls()):
+        while "spikerl waiting" not in stubs.calls():
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
