@@ -10,7 +10,8 @@ driver (which holds the learner and its replay), of every env runner, of any rem
 and of the energy monitor actors every ``--interval-s`` seconds, and once more as soon as the
 replay is full (its size reaches ``--replay-capacity``). Prints JSON: each process's series,
 its RSS when the replay became full and at the end, the growth since then in percent, and
-whether every process stayed within ``--max-growth-pct`` (10). Processes are sampled on this
+whether every process stayed within ``--max-growth-pct`` (10). Growth needs at least five
+sampling intervals after the replay is full; with fewer it is null and ``passed`` false. Processes are sampled on this
 node only (a remote node's process reads ``null``). Ctrl-C or SIGTERM stops after the current
 iteration; the report is still printed (``stopped_early``) and Ray is shut down.
 """
@@ -104,11 +105,13 @@ class RssSampler:
         self.sample()
 
 
-def growth(series: list[dict], full_at: float | None) -> dict[str, Any]:
-    """RSS at the first sample once the replay was full, at the end, and the growth in %."""
+def growth(series: list[dict], full_at: float | None, min_window_s: float) -> dict[str, Any]:
+    """RSS at the first sample once the replay was full, at the end, and the growth in %;
+    None unless the samples after full span at least ``min_window_s`` (a replay that fills
+    at the end leaves nothing to judge)."""
     after = [s for s in series if full_at is not None and s["t_s"] >= full_at
              and s["rss_mib"] is not None]
-    if len(after) < 2:
+    if len(after) < 2 or after[-1]["t_s"] - after[0]["t_s"] < min_window_s:
         return {"rss_full_mib": None, "rss_final_mib": None, "growth_pct": None}
     first, last = after[0]["rss_mib"], after[-1]["rss_mib"]
     return {"rss_full_mib": round(first, 1), "rss_final_mib": round(last, 1),
@@ -164,7 +167,7 @@ def main() -> None:
         ray.shutdown()
 
     series = sampler.series
-    per_process = {role: growth(s, full_at) for role, s in series.items()}
+    per_process = {role: growth(s, full_at, 5 * args.interval_s) for role, s in series.items()}
     measured = [g["growth_pct"] for g in per_process.values() if g["growth_pct"] is not None]
     emit({
         "benchmark": "soak",
