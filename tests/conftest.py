@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
+from typing import Callable
 
 import pytest
 
@@ -26,3 +30,17 @@ def ray_session():
 def spikerl_cmd() -> list[str]:
     """The ``spikerl`` command, run as a module of this interpreter."""
     return [sys.executable, "-m", "spikerl_ray.cli"]
+
+
+def kill_when(driver: subprocess.Popen, ready: Callable[[], bool], timeout_s: float) -> None:
+    """Waits until ``ready()`` while ``driver`` runs, then SIGKILLs its process group (the
+    driver and the Ray it started; start it with ``start_new_session=True``). Fails if the
+    driver ended first."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and driver.poll() is None and not ready():
+            time.sleep(0.5)
+        assert driver.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()

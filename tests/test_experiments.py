@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from conftest import kill_when
 from spikerl_ray.cli import main
 from spikerl_ray.energy.readers import RaplReader
 from spikerl_ray.experiments import load_experiment
@@ -197,17 +196,8 @@ def test_killed_experiment_resumes_without_rerunning_finished_trials(tmp_path, r
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     exp_dir = tmp_path / "smoke"
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and driver.poll() is None:
-            trials = [p for p in exp_dir.glob("*_s*") if p.is_dir()]
-            if any(_finished(t, 3000) for t in trials):
-                break
-            time.sleep(2)
-        assert driver.poll() is None, "the experiment ended before it could be interrupted"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait()
+    kill_when(driver, lambda: any(_finished(t, 3000) for t in exp_dir.glob("*_s*")
+                                  if t.is_dir()), 900)
     finished = {t.name: (t / "result.json").read_text() for t in exp_dir.glob("*_s*")
                 if _finished(t, 3000)}
     assert 1 <= len(finished) < 4

@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,6 +16,7 @@ import pytest
 import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor
+from conftest import kill_when
 from spikerl_ray.cli import main
 from spikerl_ray.core.replay import Batch, TransitionReplay, finite_rows
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
@@ -255,16 +254,7 @@ def test_a_killed_training_resumes_with_no_row_repeated_or_lost(tmp_path, ray_se
                                "20000", "--out", str(out), "--checkpoint-every", "2"],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and driver.poll() is None:
-            if len(_rows(out)) >= 5 if (out / "progress.csv").exists() else False:
-                break
-            time.sleep(0.5)
-        assert driver.poll() is None, "the run ended before it could be killed"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait()
+    kill_when(driver, lambda: (out / "progress.csv").exists() and len(_rows(out)) >= 5, 600)
     before = _rows(out)
     kept = RunDir(out).latest_checkpoint()
     at = json.loads((kept / "spikerl_run.json").read_text())["iteration"]
