@@ -23,10 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from policies.diagnostics import output_saturation, statistic_names
+from policies.spiking import BACKEND_CHOICES
+from spikerl_ray.core.platform import PRECISION_CHOICES
 from spikerl_ray.methods import METHODS
+from spikerl_ray.report.tables import bootstrap_ci, iqm
 from spikerl_ray.run import RunSettings
 from spikerl_ray.training import init_ray, train
 
@@ -76,23 +79,21 @@ def main() -> None:
     p.add_argument("--warmup-steps", type=int, default=10_000)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--spiking-backend", choices=("fused", "torch"), default="fused")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="default: each method's own (spikerl bf16, others fp32)")
+    p.add_argument("--spiking-backend", choices=BACKEND_CHOICES, default=None,
+                   help="default: auto (torch when compiled, else fused)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the networks (default: on where it can run)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="default: each method's own (spikerl bf16, others auto)")
     p.add_argument("--pre-tanh-penalty", type=float, default=None,
                    help="override the methods' pre-tanh penalty (0: plain TD3 actor loss)")
     p.add_argument("--actor-kwargs", type=json.loads, default={},
                    help='actor constructor overrides as JSON, e.g. \'{"surrogate": "atan"}\'')
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads of this process (to run benchmarks side by side)")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
     p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     init_ray(None)
     root = Path(args.out or tempfile.mkdtemp(prefix="spikerl-bench-"))
     options = {"spiking_backend": args.spiking_backend, "compile": args.compile,
@@ -107,10 +108,12 @@ def main() -> None:
                         args.warmup_steps, args.eval_every, args.eval_episodes, **options)
                 for seed in args.seeds]
         finals = [r["final_eval_return"] for r in runs]
+        low, high = bootstrap_ci((np.array(finals),), iqm) if len(finals) > 1 else (None, None)
         report["methods"][method] = {
             "runs": runs,
             "return_mean": statistics.mean(finals),
             "return_std": statistics.pstdev(finals),
+            "return_iqm": iqm(np.array(finals)), "return_iqm_ci95": [low, high],
             "wall_s_mean": statistics.mean(r["wall_s"] for r in runs),
             "env_steps_per_s_mean": statistics.mean(r["env_steps_per_s"] for r in runs),
             "collapsed_runs": sum(r["collapsed"] for r in runs),

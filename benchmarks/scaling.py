@@ -45,7 +45,7 @@ def sampling_rate(env: str, policy: str, runners: int, seconds: float) -> float:
         algo._sample_fragments(False)  # warm up: reset envs, first forward passes
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            steps += sum(len(t["rewards"]) for t, _ in algo._sample_fragments(False))
+            steps += sum(rows for _, rows, _ in algo._sample_fragments(False))
         return steps / (time.perf_counter() - t0)
     finally:
         algo.stop()

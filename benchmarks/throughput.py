@@ -244,7 +244,7 @@ def sampling_vs_raw(num_envs: int, seconds: float, compile: bool) -> dict:
         algo._sample_fragments(False)
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            steps += sum(len(t["rewards"]) for t, _ in algo._sample_fragments(False))
+            steps += sum(rows for _, rows, _ in algo._sample_fragments(False))
         runner = steps / (time.perf_counter() - t0)
     finally:
         algo.stop()

@@ -91,6 +91,17 @@ def surrogate_spike(v: torch.Tensor, threshold: float, window: float,
 
 
 BACKENDS = ("torch", "fused")
+# "auto": the plain ``torch`` ops when the networks are compiled (the compiler fuses them
+# best), else the hand-written ``fused`` BPTT (the fastest eager path; docs/performance.md).
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def resolve_backend(backend: str, compiled: bool) -> str:
+    """``backend`` (one of :data:`BACKEND_CHOICES`) with "auto" resolved for networks that
+    are, or are not, ``compiled``."""
+    if backend == "auto":
+        return "torch" if compiled else "fused"
+    return _check_backend(backend)
 
 
 def _check_backend(backend: str) -> str:

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from policies import ACTORS
-from policies.spiking import BACKENDS as SPIKING_BACKENDS
-from spikerl_ray.core.td3 import PRECISIONS
+from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
+from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS
 from spikerl_ray.energy.accounting import CARBON_REGIONS, DEFAULT_CARBON_INTENSITY
 from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_intensity
 from spikerl_ray.errors import UserError
@@ -93,19 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--env-runner-resource", type=_resource, action="append", default=[],
                    metavar="NAME=AMOUNT", help="a Ray custom resource each env runner asks "
                    "for (repeatable)")
-    t.add_argument("--precision", choices=PRECISIONS, default=None,
+    t.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="learner forward/loss precision (bf16: autocast, fp32 weights; "
-                   "default: the method's, spikerl bf16, others fp32)")
+                   "auto: bf16 where the learner's device computes it natively, else fp32; "
+                   "default: the method's, spikerl bf16, others auto)")
     t.add_argument("--allreduce-dtype", choices=PRECISIONS, default="fp32",
                    help="dtype of the gradient allreduce between learners")
     t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
                    help="torch.distributed backend of the learners (auto: nccl on GPUs, "
                    "gloo on CPUs)")
-    t.add_argument("--spiking-backend", choices=SPIKING_BACKENDS, default="fused",
-                   help="spiking layers: fused (hand-written BPTT) or torch (plain ops)")
-    t.add_argument("--compile", action="store_true",
-                   help="compile the networks with torch.compile (best with "
-                   "--spiking-backend torch; the first update compiles for seconds)")
+    t.add_argument("--spiking-backend", choices=SPIKING_BACKENDS, default=None,
+                   help="spiking layers: fused (hand-written BPTT), torch (plain ops) or "
+                   "auto (default: torch when compiled, else fused)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the networks with torch.compile (default: on where it can "
+                   "run; the first update compiles for seconds)")
     t.add_argument("--async-sampling", action="store_true",
                    help="remote env runners sample while the learners train (needs "
                    "--env-runners >= 1; actions use weights one training step older)")

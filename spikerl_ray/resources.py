@@ -69,6 +69,23 @@ def check(reqs: list[tuple[str, dict[str, float]]], nodes: list[dict[str, float]
                             f"{have:g}; use fewer env runners or learners, or a bigger cluster")
 
 
+def set_torch_threads(config: Any, role: str) -> int:
+    """Sets this process's PyTorch intra-op threads to the CPUs Ray reserves for one
+    ``role`` ("driver", "env runner" or "learner") of a run of ``config`` (at least one
+    thread) and returns the count. More threads than reserved cores fight the run's other
+    processes, and anything else on the node, for the same cores: beside one busy process on 2
+    cores, a spiking actor acting with PyTorch's default 2 threads fell from about 90 to 4 env
+    steps/s (docs/performance.md, "Shared cores"). A local env runner or learner lives in the
+    driver and counts in its request."""
+    import torch
+
+    cpus = next((res.get("CPU", 0.0) for r, res in requests(config) if r == role), 1.0)
+    threads = max(1, int(cpus))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def local_node() -> dict[str, float]:
     """This machine as the embedded Ray would see it: its CPUs and CUDA GPUs."""
     import os

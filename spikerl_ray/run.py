@@ -67,8 +67,8 @@ class RunSettings:
     allreduce_dtype: str = "fp32"
     backend: str = "auto"
     warmup_steps: int | None = None
-    spiking_backend: str = "fused"
-    compile: bool = False
+    spiking_backend: str | None = None  # None: TD3Config's ("auto")
+    compile: bool | None = None  # None: TD3Config's (on where torch.compile can run)
     async_sampling: bool = False
     eval_every: int = 5
     eval_episodes: int = 10
@@ -106,7 +106,7 @@ class RunSettings:
                 if getattr(out, key) is None:
                     setattr(out, key, value)
         out.policy = out.policy or "spikerl"
-        out.precision = out.precision or "fp32"
+        out.precision = out.precision or "auto"
         return out
 
 
@@ -121,7 +121,8 @@ def build_config(s: RunSettings) -> Any:
               "actor_lr": s.actor_lr, "critic_lr": s.critic_lr,
               "train_batch_size_per_learner": s.batch_size,
               "exploration_noise": s.exploration_noise, "save_replay": s.save_replay,
-              "max_nonfinite_updates": s.max_nonfinite_updates}
+              "max_nonfinite_updates": s.max_nonfinite_updates,
+              "spiking_backend": s.spiking_backend, "compile_networks": s.compile}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     return (
         TD3Config()
@@ -134,7 +135,6 @@ def build_config(s: RunSettings) -> Any:
         .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
                   allreduce_dtype=s.allreduce_dtype, method=s.method,
                   torch_distributed_backend=None if s.backend == "auto" else s.backend,
-                  spiking_backend=s.spiking_backend, compile_networks=s.compile,
                   async_sampling=s.async_sampling)
         .training(**recipe)
         .evaluation(evaluation_interval=s.eval_every or None,

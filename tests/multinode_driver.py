@@ -20,6 +20,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from spikerl_ray.run import RunSettings, build_config  # noqa: E402
+from fast_start import FAST_START, FAST_START_FLAGS  # noqa: E402 (this script's folder)
 
 
 def _learners_across_nodes() -> dict:
@@ -28,7 +29,7 @@ def _learners_across_nodes() -> dict:
     import torch
 
     config = (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", learners=2,
-                                       warmup_steps=200, eval_every=0))
+                                       warmup_steps=200, eval_every=0, **FAST_START))
               .training(num_steps_sampled_before_learning_starts=200)
               .env_runners(rollout_fragment_length=100)
               .reporting(min_sample_timesteps_per_iteration=200))
@@ -63,7 +64,8 @@ def main() -> None:
         out["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
         out["worker_node_ids"] = sorted(w.node_id for w in workers)
         config = build_config(RunSettings(policy="spikerl", env="Pendulum-v1", env_runners=2,
-                                          warmup_steps=500, eval_every=1, eval_episodes=1))
+                                          warmup_steps=500, eval_every=1, eval_episodes=1,
+                                          **FAST_START))
         config.reporting(min_sample_timesteps_per_iteration=1000)
         algo = config.build_algo()
         try:
@@ -81,7 +83,7 @@ def main() -> None:
             out["replay_size"] = [r.get() for r in algo.learner_group.foreach_learner(
                 lambda l: len(l.replay))][0]
             # One more sampling round: a fragment comes back from each of the two runners.
-            out["fragment_sizes"] = [len(t["rewards"]) for t, _ in algo._sample_fragments(False)]
+            out["fragment_sizes"] = [rows for _, rows, _ in algo._sample_fragments(False)]
         finally:
             algo.stop()
         out |= _learners_across_nodes()
@@ -91,7 +93,7 @@ def main() -> None:
                 [sys.executable, "-m", "spikerl_ray.cli", "train", "--policy", "ann", "--env",
                  "Pendulum-v1", "--steps", "2000", "--warmup-steps", "500", "--eval-every", "1",
                  "--eval-episodes", "1", "--env-runners", "2", "--address", cluster.address,
-                 "--out", os.path.join(tmp, "run"), "--no-progress"],
+                 "--out", os.path.join(tmp, "run"), "--no-progress", *FAST_START_FLAGS],
                 capture_output=True, text=True, timeout=600)
             out["cli_returncode"] = proc.returncode
             out["cli_stderr_tail"] = proc.stderr[-2000:]

@@ -18,9 +18,11 @@ import torch
 
 from spikerl_ray.cli import main
 from spikerl_ray.run import PROGRESS_COLUMNS
+from tests.fast_start import FAST_START_FLAGS
 
 TRAIN = ["train", "--policy", "spikerl", "--env", "Pendulum-v1", "--seed", "0",
-         "--warmup-steps", "500", "--eval-every", "1", "--eval-episodes", "2", "--no-progress"]
+         "--warmup-steps", "500", "--eval-every", "1", "--eval-episodes", "2", "--no-progress",
+         *FAST_START_FLAGS]
 
 
 def _tree_digest(path: Path) -> dict[str, str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from spikerl_ray.run import RunSettings, build_config
+from tests.fast_start import FAST_START
 
 
 def _config(allreduce_dtype: str = "fp32"):
     return (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", learners=2,
-                                     warmup_steps=200, eval_every=0))
+                                     warmup_steps=200, eval_every=0, **FAST_START))
             .training(num_steps_sampled_before_learning_starts=200,
                       allreduce_dtype=allreduce_dtype)
             .env_runners(rollout_fragment_length=100)
@@ -101,3 +103,47 @@ def test_compiled_networks_under_ddp_stay_identical(ray_session):
         assert all(torch.equal(first[k], second[k]) for k in first)
     finally:
         algo.stop()
+
+
+def _holds_transitions(value) -> bool:
+    """Whether a deserialized value is, or directly holds, a fragment of transitions."""
+    if isinstance(value, dict):
+        return isinstance(value.get("next_obs"), np.ndarray)
+    return isinstance(value, (list, tuple)) and any(_holds_transitions(v) for v in value)
+
+
+@pytest.mark.parametrize("learners", [1, 0], ids=["remote_learner", "local_learner"])
+def test_transitions_reach_a_remote_learner_without_the_driver_fetching_them(
+        ray_session, monkeypatch, learners):
+    """With a remote learner the driver passes object references only: nothing it
+    deserializes holds transitions. The local learner lives in the driver, so there the
+    driver must fetch both fragments (the control that shows the spy sees them)."""
+    from ray._private.worker import Worker
+
+    config = (build_config(RunSettings(policy="ann", env="Pendulum-v1", env_runners=2,
+                                       learners=learners, warmup_steps=200, eval_every=0,
+                                       energy_monitor=False, **FAST_START))
+              .training(num_steps_sampled_before_learning_starts=200)
+              .env_runners(rollout_fragment_length=100, num_cpus_per_env_runner=0.5)
+              .reporting(min_sample_timesteps_per_iteration=200))
+    algo = config.build_algo()
+    deserialize = Worker.deserialize_objects
+    fetched = []
+
+    def spy(self, *args, **kwargs):
+        values = deserialize(self, *args, **kwargs)
+        fetched.extend(v for v in values if _holds_transitions(v))
+        return values
+
+    try:
+        algo.train()
+        monkeypatch.setattr(Worker, "deserialize_objects", spy)
+        result = algo.train()
+        monkeypatch.undo()
+    finally:
+        algo.stop()
+    learner = result["learners"]["default_policy"]
+    assert learner["replay_size"] == result["env_runners"]["num_env_steps_sampled_lifetime"] \
+        == 400
+    assert learner["num_gradient_updates_lifetime"] > 0
+    assert len(fetched) == (0 if learners else 2)

@@ -12,9 +12,10 @@ import pytest
 
 from spikerl_ray.cli import main
 from spikerl_ray.energy.readers import RaplReader
+from tests.fast_start import FAST_START_FLAGS
 
 TRAIN = ["train", "--env", "Pendulum-v1", "--warmup-steps", "500", "--eval-every", "2",
-         "--eval-episodes", "1", "--no-progress"]
+         "--eval-episodes", "1", "--no-progress", *FAST_START_FLAGS]
 # What the CPU figures rest on here: RAPL where readable (root on bare metal), else the
 # estimate the runs ask for.
 CPU_SOURCE = "rapl" if RaplReader().status == "rapl" else "estimate"

@@ -12,6 +12,7 @@ from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from spikerl_ray.run import RunSettings, build_config
 from spikerl_ray.td3.env_runner import TD3EnvRunner
+from tests.fast_start import FAST_START
 
 KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds")
 
@@ -23,7 +24,7 @@ def make_runner() -> Iterator[Callable[..., TD3EnvRunner]]:
 
     def make(env: str, num_envs: int = 1, fragment: int = 50) -> TD3EnvRunner:
         config = (build_config(RunSettings(policy="spikerl", env=env, envs_per_runner=num_envs,
-                                           warmup_steps=0))
+                                           warmup_steps=0, **FAST_START))
                   .env_runners(rollout_fragment_length=fragment))
         runners.append(TD3EnvRunner(config=config))
         return runners[-1]

@@ -9,6 +9,7 @@ import torch
 
 from spikerl_ray.run import RunSettings, build_config
 from spikerl_ray.td3.td3 import SAMPLE_TAG
+from tests.fast_start import FAST_START
 
 
 def test_compiled_targets_keep_their_own_weights():
@@ -36,7 +37,8 @@ def test_compiled_targets_keep_their_own_weights():
 
 def test_async_sampling_overlaps_and_feeds_every_step(ray_session):
     config = (build_config(RunSettings(policy="ann", env="Pendulum-v1", env_runners=1,
-                                       warmup_steps=500, eval_every=0, async_sampling=True))
+                                       warmup_steps=500, eval_every=0, async_sampling=True,
+                                       **FAST_START))
               .training(num_steps_sampled_before_learning_starts=500))
     algo = config.build_algo()
     try:
@@ -60,3 +62,59 @@ def test_async_sampling_needs_remote_runners(ray_session):
     config = build_config(RunSettings(policy="ann", env="Pendulum-v1", async_sampling=True))
     with pytest.raises(ValueError, match="needs num_env_runners >= 1"):
         config.validate()
+
+
+def test_defaults_train_compiled_in_native_bf16(ray_session):
+    """With no option given, a run trains the fastest verified configuration: networks
+    compiled (the plain-ops backend) on learner and env runner, bf16 autocast where this CPU
+    computes bf16 natively, and one remote env runner's actions come from the compiled
+    actor."""
+    from spikerl_ray.core.platform import bf16_supported
+
+    config = (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", env_runners=1,
+                                       warmup_steps=200, eval_every=0, energy_monitor=False))
+              .training(num_steps_sampled_before_learning_starts=200)
+              .env_runners(rollout_fragment_length=200))
+    assert (config.compile_networks, config.spiking_backend, config.precision) == (
+        True, "auto", "auto")
+    algo = config.build_algo()
+    try:
+        for _ in range(2):
+            result = algo.train()
+        assert result["learners"]["default_policy"]["num_gradient_updates_lifetime"] > 0
+
+        def learner_setup(learner):
+            module = learner.module["default_policy"].unwrapped()
+            return (learner._td3.precision, module.actor.layers[0].backend,
+                    module.actor._compiled_call_impl is not None, torch.get_num_threads())
+
+        precision, backend, compiled, threads = next(iter(
+            algo.learner_group.foreach_learner(learner_setup))).get()
+        assert precision == ("bf16" if bf16_supported("cpu") else "fp32")
+        assert compiled and backend == "torch"
+        assert threads == 1  # the driver's one reserved CPU (the local learner lives there)
+        runner = algo.env_runner_group.foreach_env_runner(
+            lambda r: (r.module.actor._compiled_call_impl is not None, torch.get_num_threads()),
+            local_env_runner=False)
+        assert runner == [(True, 1)]
+    finally:
+        algo.stop()
+
+
+def test_defaults_fall_back_to_eager_where_compile_cannot_run(monkeypatch, caplog):
+    from spikerl_ray.td3 import td3
+
+    monkeypatch.setattr(td3, "compile_unavailable",
+                        lambda device: "no C++ compiler for inductor's CPU code (test)")
+    monkeypatch.setattr(td3, "log_once", lambda key: True)
+    config = build_config(RunSettings(policy="spikerl", env="Pendulum-v1"))
+    with caplog.at_level("WARNING", logger=td3.__name__):
+        config.validate()
+    assert config.compile_networks is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "torch.compile cannot run here (no C++ compiler for inductor's CPU code (test)); the "
+        "networks run eagerly (pass --no-compile to silence this)"]
+    # Asked for explicitly, no compile means no check and no warning.
+    caplog.clear()
+    build_config(RunSettings(policy="spikerl", env="Pendulum-v1", compile=False)).validate()
+    assert not caplog.records

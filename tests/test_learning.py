@@ -29,7 +29,7 @@ CASES = [
                          ids=[f"{p}-{e}-{x}" for p, e, _, _, x in CASES])
 def test_reaches_return(policy, env, steps, threshold, precision, tmp_path, ray_session):
     settings = RunSettings(policy=policy, env=env, seed=0, warmup_steps=1000, eval_every=2,
-                           eval_episodes=5, precision=precision)
+                           eval_episodes=5, precision=precision, compile=False)
     train(settings, tmp_path / "run", steps, progress=False)
     with (tmp_path / "run" / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))

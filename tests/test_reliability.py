@@ -22,10 +22,11 @@ from spikerl_ray.core.replay import Batch, TransitionReplay, finite_rows
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
 from spikerl_ray.evaluate import load_module
 from spikerl_ray.run import PROGRESS_COLUMNS, RunDir, checkpoint_problem
+from tests.fast_start import FAST_START, FAST_START_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--method", "ann", "--env", "Pendulum-v1", "--seed", "0", "--warmup-steps",
-         "500", "--eval-every", "100", "--eval-episodes", "1", "--no-progress"]
+         "500", "--eval-every", "100", "--eval-episodes", "1", "--no-progress", *FAST_START_FLAGS]
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -170,7 +171,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_checkpoint(tmp_p
     out = tmp_path / "run"
     settings = RunSettings(method="ann", env="Pendulum-v1", warmup_steps=500, eval_every=100,
                            eval_episodes=1, critic_lr=1e30, checkpoint_every=1,
-                           max_nonfinite_updates=1500)
+                           max_nonfinite_updates=1500, **FAST_START)
     from spikerl_ray.errors import UserError
 
     with pytest.raises(UserError) as err:
@@ -214,7 +215,7 @@ def test_resuming_a_checkpoint_is_reproducible_and_restores_the_learner(tmp_path
     from spikerl_ray.run import RunSettings, build_config
 
     settings = RunSettings(method="ann", env="Pendulum-v1", warmup_steps=500, eval_every=100,
-                           save_replay=True, energy_monitor=False)
+                           save_replay=True, energy_monitor=False, **FAST_START)
     config = build_config(settings)
     algo = config.build_algo()
     try:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from spikerl_ray.run import RunSettings, build_config
+from tests.fast_start import FAST_START
 
 FRAGMENT = 100  # env steps per runner and training step (one env per runner)
 
@@ -19,7 +20,7 @@ def _config(async_sampling: bool):
     return (build_config(RunSettings(policy="ann", env="Pendulum-v1", env_runners=2,
                                      warmup_steps=1000, eval_every=0,
                                      async_sampling=async_sampling, energy_monitor=True,
-                                     estimate_cpu_watts=10.0))
+                                     estimate_cpu_watts=10.0, **FAST_START))
             .training(num_steps_sampled_before_learning_starts=200)
             .env_runners(rollout_fragment_length=FRAGMENT, num_cpus_per_env_runner=0.5)
             .reporting(min_sample_timesteps_per_iteration=2 * FRAGMENT))

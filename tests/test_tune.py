@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spikerl_ray.run import RunSettings, build_config
+from tests.fast_start import FAST_START
 
 
 def test_tuner_runs_td3_by_name(tmp_path, ray_session):
@@ -11,7 +12,7 @@ def test_tuner_runs_td3_by_name(tmp_path, ray_session):
     import spikerl_ray.td3  # noqa: F401  (registers "TD3" with Tune)
 
     config = build_config(RunSettings(policy="ann", env="Pendulum-v1", warmup_steps=500,
-                                      eval_every=1, eval_episodes=1))
+                                      eval_every=1, eval_episodes=1, **FAST_START))
     tuner = tune.Tuner(
         "TD3",
         param_space=config.training(policy=tune.grid_search(["ann", "spikerl"])),

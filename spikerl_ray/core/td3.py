@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikerl_ray.core.platform import PRECISIONS
 from spikerl_ray.core.replay import Batch
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class Settings(_Strict):
 
     warmup_steps: NonNegativeInt | None = None
     pre_tanh_penalty: NonNegativeFloat | None = None
-    spiking_backend: Literal["fused", "torch"] | None = None
+    spiking_backend: Literal["auto", "fused", "torch"] | None = None
     compile: bool | None = None
     energy_monitor: bool | None = None  # default: on
     estimate_cpu_watts: PositiveFloat | None = None
@@ -134,7 +134,7 @@ class Experiment(_Strict):
     env_steps: PositiveInt
     evaluation: Evaluation = Evaluation()
     resources: Resources = Resources()
-    precision: Literal["fp32", "bf16"] | None = None  # None: each method's own
+    precision: Literal["auto", "fp32", "bf16"] | None = None  # None: each method's own
     settings: Settings = Settings()
     search: dict[str, Space] = {}
     num_samples: PositiveInt = 1

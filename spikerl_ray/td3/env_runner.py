@@ -30,6 +30,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from spikerl_ray.core.replay import TRANSITION_KEYS
+from spikerl_ray.resources import set_torch_threads
 
 
 class TD3EnvRunner(SingleAgentEnvRunner):
@@ -46,6 +47,8 @@ class TD3EnvRunner(SingleAgentEnvRunner):
 
     def __init__(self, *, config: Any, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
+        if self.worker_index > 0:  # a remote runner: its own process (a local one: the driver's)
+            set_torch_threads(config, "env runner")
         if self._seed is not None and _is_restarted_actor():
             self._seed = int(np.random.SeedSequence().entropy % 2**31)
             update_global_seed_if_necessary(self.config.framework_str, self._seed)

@@ -22,7 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from policies.diagnostics import actor_statistics
 from spikerl_ray.core.distributed import bf16_allreduce_hook
 from spikerl_ray.core.replay import TransitionReplay, finite_rows
+from spikerl_ray.core.platform import resolve_precision
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
+from spikerl_ray.resources import set_torch_threads
 
 
 # Observations the actor's health statistics are measured on, each iteration (the newest ones).
@@ -41,6 +43,8 @@ class TD3TorchLearner(TorchLearner):
         super().build()
         module = self.module[DEFAULT_MODULE_ID].unwrapped()
         cfg = self.config
+        if cfg.num_learners > 0:  # a remote learner: its own process (a local one: the driver's)
+            set_torch_threads(cfg, "learner")
         seed = None if cfg.seed is None else int(cfg.seed) + 7919 * self._learner_index
         self.replay = TransitionReplay(
             cfg.replay_capacity, int(module.observation_space.shape[0]),
@@ -68,7 +72,8 @@ class TD3TorchLearner(TorchLearner):
             hp=TD3Hyperparams(gamma=cfg.gamma, tau=cfg.tau, policy_noise=cfg.target_noise,
                               noise_clip=cfg.target_noise_clip, policy_delay=cfg.policy_delay,
                               pre_tanh_penalty=cfg.pre_tanh_penalty),
-            precision=cfg.precision, critic_for_actor_loss=module.critic,
+            precision=resolve_precision(cfg.precision, self._device.type),
+            critic_for_actor_loss=module.critic,
             compile=cfg.compile_networks)
 
     @property

@@ -18,11 +18,12 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from policies import RunningNormalizer, TwinQCritic, build_actor
+from policies.spiking import resolve_backend
 
 
 class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAPI):
     """Actor + twin Q critics + targets. ``model_config`` keys: ``policy`` (actor name),
-    ``actor_kwargs``, ``spiking_backend`` (``torch`` or ``fused``), ``critic_hiddens``,
+    ``actor_kwargs``, ``spiking_backend`` (``auto``, ``torch`` or ``fused``), ``critic_hiddens``,
     ``exploration_noise`` (Gaussian std in normalized action units; 0.1 in TD3 and PopSAN),
     ``compile_networks`` (compile every network with ``torch.compile``, see
     :meth:`compile_networks`)."""
@@ -35,7 +36,8 @@ class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAP
         self.exploration_noise = float(cfg.get("exploration_noise", 0.1))
         self.obs_normalizer = RunningNormalizer(obs_dim)
         self.actor = build_actor(cfg.get("policy", "spikerl"), obs_dim, act_dim,
-                                 backend=cfg.get("spiking_backend", "torch"),
+                                 backend=resolve_backend(cfg.get("spiking_backend", "auto"),
+                                                         cfg.get("compile_networks", False)),
                                  **dict(cfg.get("actor_kwargs") or {}))
         if not self.inference_only:
             self.critic = TwinQCritic(obs_dim, act_dim, tuple(cfg.get("critic_hiddens",

@@ -8,6 +8,7 @@ an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable
 from unittest import mock
@@ -33,13 +34,15 @@ from ray.rllib.utils.metrics import (
 from ray.tune.registry import register_trainable
 
 from policies import ACTORS
-from policies.spiking import BACKENDS as SPIKING_BACKENDS
+from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
+from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
 from spikerl_ray.core.replay import TRANSITION_KEYS
-from spikerl_ray.core.td3 import PRECISIONS
 from spikerl_ray.energy.accounting import DEFAULT_CARBON_INTENSITY
+from spikerl_ray.resources import set_torch_threads
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
 TD3_LEARNERS_STATE = "td3_learners"  # the learners' random state (and replay), in checkpoints
+logger = logging.getLogger(__name__)
 SAMPLE_TAG = "td3_sample"  # tags the overlapped sampling requests among a runner's calls
 
 
@@ -64,8 +67,12 @@ class TD3Config(AlgorithmConfig):
         # Networks.
         self.policy = "spikerl"
         self.actor_kwargs: dict[str, Any] = {}
-        self.spiking_backend = "fused"
-        self.compile_networks = False
+        # The fastest configuration whose learning matches plain fp32 (docs/performance.md):
+        # compiled networks (the torch backend) and bf16 autocast where the learner's device
+        # computes bf16 natively. Without a working torch.compile, `validate` falls back to
+        # the eager fused backend.
+        self.spiking_backend = "auto"
+        self.compile_networks = True
         self.critic_hiddens = (256, 256)
         # PopSAN TD3 schedule (REFERENCE.md).
         self.actor_lr = 1e-4
@@ -86,7 +93,7 @@ class TD3Config(AlgorithmConfig):
         # Updates skipped in a row for non-finite gradients before the run stops.
         self.max_nonfinite_updates = 1000
         self.train_batch_size_per_learner = 100
-        self.precision = "fp32"
+        self.precision = "auto"
         self.allreduce_dtype = "fp32"
         self.torch_distributed_backend: str | None = None  # None: RLlib's choice (nccl/gloo)
         # Sampling: fragments of 50 steps per env (PopSAN's update_every), ~1000 env steps per
@@ -146,12 +153,15 @@ class TD3Config(AlgorithmConfig):
             method: the name of the method these settings came from (a label).
             policy: actor name: ``spikerl``, ``popsan``, ``dsrl`` or ``ann``.
             actor_kwargs: overrides for the actor's constructor (e.g. DSRL's ``threshold``).
-            spiking_backend: ``fused`` (hand-written BPTT, the default) or ``torch`` (the
-                plain autograd reference); both compute the same values.
+            spiking_backend: ``fused`` (hand-written BPTT), ``torch`` (plain autograd ops)
+                or ``auto`` (the default: ``torch`` when compiled, else ``fused``); all
+                compute the same values.
             compile_networks: compile with ``torch.compile`` the actor, critic and targets
                 and each TD3 loss as one graph (learners), and the acting actor (env
-                runners); pair it with ``spiking_backend="torch"``, whose plain ops the
-                compiler fuses best. The first update and the first action compile (seconds).
+                runners); on by default. The first update and the first action compile
+                (seconds). Where torch.compile cannot work here (no C++ compiler, no
+                Triton for GPU learners, an unsupported platform), one warning says so and
+                the networks run eagerly.
             critic_hiddens: hidden sizes of each twin Q MLP.
             actor_lr, critic_lr: Adam learning rates (PopSAN: 1e-4 and 1e-3).
             tau: Polyak coefficient of the target update (0.005).
@@ -171,7 +181,10 @@ class TD3Config(AlgorithmConfig):
             max_nonfinite_updates: a gradient update with a NaN or Inf gradient is skipped
                 and counted; after this many in a row, training stops with
                 :class:`NonFiniteError` (1000).
-            precision: ``fp32`` or ``bf16`` (autocast around forward and loss).
+            precision: ``fp32``, ``bf16`` (autocast around forward and loss, fp32 weights)
+                or ``auto`` (the default: bf16 where the learner's device computes it
+                natively, i.e. CUDA compute capability 8.0+ or a CPU with AVX512-BF16/AMX;
+                else fp32).
             allreduce_dtype: ``fp32``, or ``bf16`` to compress the gradient allreduce of
                 data-parallel learners with DDP's bf16 communication hook.
             torch_distributed_backend: ``gloo``, ``nccl`` or ``mpi`` for data-parallel
@@ -219,8 +232,11 @@ class TD3Config(AlgorithmConfig):
         if self.spiking_backend not in SPIKING_BACKENDS:
             self._value_error(f"spiking_backend must be one of {SPIKING_BACKENDS}, got "
                               f"{self.spiking_backend!r}")
-        if self.precision not in PRECISIONS:
-            self._value_error(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            self._value_error(f"precision must be one of {PRECISION_CHOICES}, got "
+                              f"{self.precision!r}")
+        if self.compile_networks:
+            self._fall_back_if_compile_unavailable()
         for name in ("actor_lr", "critic_lr", "tau", "updates_per_step", "replay_capacity",
                      "policy_delay", "train_batch_size_per_learner", "max_nonfinite_updates"):
             if not getattr(self, name) or getattr(self, name) <= 0:
@@ -251,6 +267,18 @@ class TD3Config(AlgorithmConfig):
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
+
+    def _fall_back_if_compile_unavailable(self) -> None:
+        """Turns compilation off, with one warning, where torch.compile cannot work for the
+        env runners (CPU) or the learners (CUDA with GPUs)."""
+        devices = ["cpu"] + (["cuda"] if self.num_gpus_per_learner else [])
+        reason = next(filter(None, map(compile_unavailable, devices)), None)
+        if reason is None:
+            return
+        if log_once("spikerl_compile_unavailable"):
+            logger.warning("torch.compile cannot run here (%s); the networks run eagerly "
+                           "(pass --no-compile to silence this)", reason)
+        self.compile_networks = False
 
     @override(AlgorithmConfig)
     def build_learner_group(self, **kwargs: Any) -> Any:
@@ -297,34 +325,58 @@ class NonFiniteError(RuntimeError):
     """Training stopped: too many gradient updates in a row had NaN or Inf gradients."""
 
 
-def shard_transitions(fragments: list[dict[str, np.ndarray]], num_shards: int
-                      ) -> list[dict[str, np.ndarray]]:
-    """Splits env-runner fragments among learners: runner ``i`` feeds learner ``i % L`` (each
-    learner has its own share of the runners, as SpikeRL's ranks have their own envs); with
-    fewer runners than learners, the transitions are split evenly instead."""
-    fragments = [f for f in fragments if len(f["rewards"])]
+# One env runner's fragment as the driver sees it: its transitions (an ObjectRef to them
+# when the runner is remote, so that they travel from the runner to the learners through the
+# object store and never through the driver), their number and the runner's metrics.
+Fragment = tuple[Any, int, dict]
+
+
+def route_fragments(fragments: list[Fragment], num_shards: int) -> list[tuple[list, int, int]]:
+    """Which transitions each learner stores, as ``(parts, index, count)``: the learner keeps
+    part ``index`` of ``count`` of the concatenated ``parts``. Runner ``i`` feeds learner
+    ``i % L`` (each learner has its own share of the runners, as SpikeRL's ranks have their
+    own envs); with fewer fragments than learners, every learner gets all of them and keeps
+    an even part."""
+    parts = [transitions for transitions, rows, _ in fragments if rows]
+    if len(parts) >= num_shards:
+        return [(parts[i::num_shards], 0, 1) for i in range(num_shards)]
+    return [(parts, i, num_shards) for i in range(num_shards)]
+
+
+def gather(parts: list, index: int = 0, count: int = 1) -> dict[str, np.ndarray] | None:
+    """A learner's transitions from its route (:func:`route_fragments`), fetched from the
+    object store where ``parts`` holds ObjectRefs; None if there are none."""
+    fragments = []
+    for part in parts:
+        if isinstance(part, ray.ObjectRef):
+            try:
+                part = ray.get(part)
+            except ray.exceptions.ObjectLostError:  # its runner died after replying
+                logger.warning("a fragment of an env runner that failed was lost on its way "
+                               "to the learner; its steps are counted but not stored")
+                continue
+        fragments.append(part)
     if not fragments:
-        empty = {k: np.zeros((0,), np.float32) for k in TRANSITION_KEYS}
-        return [empty] * num_shards
-    if len(fragments) >= num_shards:
-        groups = [fragments[i::num_shards] for i in range(num_shards)]
-        return [{k: np.concatenate([f[k] for f in g]) for k in TRANSITION_KEYS}
-                for g in groups]
+        return None
+    # Concatenating also copies the object store's read-only arrays.
     merged = {k: np.concatenate([f[k] for f in fragments]) for k in TRANSITION_KEYS}
-    parts = {k: np.array_split(v, num_shards) for k, v in merged.items()}
-    return [{k: parts[k][i] for k in TRANSITION_KEYS} for i in range(num_shards)]
+    return merged if count == 1 else {k: np.array_split(v, count)[index]
+                                      for k, v in merged.items()}
 
 
-def _sampler(random_actions: bool) -> Callable[[Any], tuple[dict, dict]]:
-    """What an env runner runs for one fragment: its transitions and its metrics."""
-    def sample(runner: Any) -> tuple[dict, dict]:
-        return runner.sample_transitions(random_actions=random_actions), runner.get_metrics()
+def _sampler(random_actions: bool, by_reference: bool) -> Callable[[Any], Fragment]:
+    """What an env runner runs for one fragment (:data:`Fragment`); a remote runner
+    (``by_reference``) puts its transitions in the object store and returns the reference."""
+    def sample(runner: Any) -> Fragment:
+        transitions = runner.sample_transitions(random_actions=random_actions)
+        return ((ray.put(transitions) if by_reference else transitions),
+                len(transitions["rewards"]), runner.get_metrics())
 
     return sample
 
 
-def _add_and_train_own_shard(learner: Any, shard_refs: list, num_updates: int) -> dict:
-    return learner.add_and_train(ray.get(shard_refs[learner._learner_index]), num_updates)
+def _add_and_train_own_route(learner: Any, routes: list, num_updates: int) -> dict:
+    return learner.add_and_train(gather(*routes[learner._learner_index]), num_updates)
 
 
 def _where(_: Any = None) -> tuple[str, int]:
@@ -342,6 +394,8 @@ class TD3(Algorithm):
 
     @override(Algorithm)
     def setup(self, config: TD3Config) -> None:
+        # The driver holds the local env runner and learner, if any (RLlib's request for it).
+        set_torch_threads(config, "driver")
         super().setup(config)
         self._energy_meter = None
         if self.config.energy_monitor:
@@ -429,29 +483,31 @@ class TD3(Algorithm):
                 _where, local_env_runner=False, remote_worker_ids=restored))
         return restored
 
-    def _sample_fragments(self, random_actions: bool) -> list[tuple[dict, dict]]:
+    def _sample_fragments(self, random_actions: bool) -> list[Fragment]:
         """One fragment from every env runner (remote ones, else the local one). A remote
         runner that failed is left out (RLlib marks it unhealthy and restores it before the
         next step), so only fragments that arrived are stored and counted."""
         if self.env_runner_group.num_remote_env_runners() > 0:
-            return self.env_runner_group.foreach_env_runner(_sampler(random_actions),
-                                                            local_env_runner=False)
-        return [_sampler(random_actions)(self.env_runner)]
+            return self.env_runner_group.foreach_env_runner(
+                _sampler(random_actions, by_reference=True), local_env_runner=False)
+        return [_sampler(random_actions, by_reference=False)(self.env_runner)]
 
-    def _sample_overlapped(self, lifetime: int) -> list[tuple[dict, dict]]:
+    def _sample_overlapped(self, lifetime: int) -> list[Fragment]:
         """Collects the fragments requested in the last iteration (requesting them now if
         none are in flight) and requests the next ones, which the runners sample while the
         learners train. Weights synced afterwards queue behind that request on each runner.
         A runner that failed drops its request; once restored it gets the next one."""
         cfg, group = self.config, self.env_runner_group
         if group.num_in_flight_async_reqs(tag=SAMPLE_TAG) == 0:
-            group.foreach_env_runner_async(_sampler(lifetime < cfg.num_steps_random_warmup),
-                                           tag=SAMPLE_TAG)
+            group.foreach_env_runner_async(
+                _sampler(lifetime < cfg.num_steps_random_warmup, by_reference=True),
+                tag=SAMPLE_TAG)
         ready = group.fetch_ready_async_reqs(tags=SAMPLE_TAG, timeout_seconds=None)
         results = [r for _, r in sorted(ready, key=lambda r: r[0])]
-        sampled = lifetime + sum(len(t["rewards"]) for t, _ in results)
-        group.foreach_env_runner_async(_sampler(sampled < cfg.num_steps_random_warmup),
-                                       tag=SAMPLE_TAG)
+        sampled = lifetime + sum(rows for _, rows, _ in results)
+        group.foreach_env_runner_async(
+            _sampler(sampled < cfg.num_steps_random_warmup, by_reference=True),
+            tag=SAMPLE_TAG)
         return results
 
     @override(Algorithm)
@@ -462,25 +518,20 @@ class TD3(Algorithm):
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             results = (self._sample_overlapped(lifetime) if cfg.async_sampling else
                        self._sample_fragments(lifetime < cfg.num_steps_random_warmup))
-        self.metrics.aggregate([m for _, m in results], key=ENV_RUNNER_RESULTS)
+        self.metrics.aggregate([m for _, _, m in results], key=ENV_RUNNER_RESULTS)
         num_shards = max(cfg.num_learners, 1)
-        shards = shard_transitions([t for t, _ in results], num_shards)
-        new_steps = sum(len(s["rewards"]) for s in shards)
+        routes = route_fragments(results, num_shards)
+        new_steps = sum(rows for _, rows, _ in results)
         learning = lifetime + new_steps >= cfg.num_steps_sampled_before_learning_starts
         # DDP runs the L learners in lockstep, so each does the same number of steps:
         # updates_per_step / L per new env step, each step averaging L batches.
         num_updates = int(round(new_steps * cfg.updates_per_step / num_shards)) if learning else 0
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            if self.learner_group.is_local:
-                results = self.learner_group.foreach_learner(
-                    lambda learner, **kw: learner.add_and_train(**kw),
-                    transitions=shards[0], num_updates=num_updates)
-            else:
-                # Each learner fetches only its own shard from the object store.
-                results = self.learner_group.foreach_learner(
-                    _add_and_train_own_shard, shard_refs=[ray.put(s) for s in shards],
-                    num_updates=num_updates)
+            # Each learner fetches its own transitions from the object store (a local learner
+            # is the driver's own).
+            results = self.learner_group.foreach_learner(
+                _add_and_train_own_route, routes=routes, num_updates=num_updates)
         stats = [r.get() for r in results]
         # Learners step in lockstep: the update counts are any one learner's (DDP averages
         # the gradients, so all skip the same updates); dropped transitions add up; losses
