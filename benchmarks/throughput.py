@@ -1,14 +1,19 @@
 """Throughput at fixed work, side by side in one run, against the peers users would pick.
 
-    python benchmarks/throughput.py --json [--steps 5000] [--parts e2e actor sampling memory]
+    python benchmarks/throughput.py --json [--steps 5000] [--repeats 3] \
+        [--parts e2e actor sampling memory shared]
 
 Work: HalfCheetah-v5, actor and critics 256-256, batch 100, one gradient update per env step
 on average, measured over ``--steps`` env steps after 1,000 uniform warm-up steps. Done by
-spikerl-ray (spiking ``spikerl`` actor with the default fused backend, compiled, and compiled
-in bf16; and ``ann``), Stable-Baselines3 TD3 (``pip install
-.[bench]``), RLlib's SAC (new API stack) and a reference loop in the style of the PopSAN /
-SpikeRL code (one process, numpy replay, acting every step, 50 updates every 50 steps, spiking
-layers as plain per-timestep PyTorch). Prints each figure and the ratios as JSON.
+spikerl-ray (spiking ``spikerl`` actor at the defaults, compiled networks and bf16 where
+native, and eager in fp32, the defaults before; and ``ann``), Stable-Baselines3 TD3 (``pip
+install .[bench]``), RLlib's SAC (new API stack) and a reference loop in the style of the
+PopSAN / SpikeRL code (one process, numpy replay, acting every step, 50 updates every 50
+steps, spiking layers as plain per-timestep PyTorch). With ``--repeats N`` the peers run N
+times, interleaved, and the report gives every figure, the median, and the median of the
+per-round ratios. ``shared`` trains beside one busy single-threaded process. Each peer starts
+with PyTorch's default thread count (spikerl-ray then sets its own from Ray's CPUs). Prints
+JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import copy
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,26 +58,30 @@ def _measure(algo, counters, steps: int) -> tuple[int, int, float, float]:
     return steps1 - steps0, work1 - work0, time.perf_counter() - t0, first_policy_iteration_s
 
 
-# spikerl-ray's configurations: the defaults, and the fast options (compiled networks, bf16).
-COMPILED = {"policy": "spikerl", "spiking_backend": "torch", "compile": True}
+# spikerl-ray's configurations: the defaults (compiled, bf16 where native) and the eager fp32
+# path that was the default before (fused backend).
+EAGER_FP32 = {"policy": "spikerl", "compile": False, "precision": "fp32"}
 SPIKERL_RAY_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl": {"policy": "spikerl"},
-    "spikerl_ray_spikerl_compiled": COMPILED,
-    "spikerl_ray_spikerl_compiled_bf16": COMPILED | {"precision": "bf16"},
+    "spikerl_ray_spikerl_eager_fp32": EAGER_FP32,
     "spikerl_ray_ann": {"policy": "ann"},
 }
-# Not in the default set: overlapped sampling with one remote env runner (pays off only where
-# the runner has cores of its own; see docs/performance.md).
+# Not in the default set: each precision named, overlapped sampling with one remote env
+# runner (pays off only where the runner has cores of its own; see docs/performance.md), and
+# two remote env runners (transitions reach the learner through the object store).
 ASYNC = {"env_runners": 1, "async_sampling": True}
 OPTIONAL_RUNS: dict[str, dict] = {
-    "spikerl_ray_spikerl_compiled_async": COMPILED | ASYNC,
-    "spikerl_ray_spikerl_compiled_bf16_async": COMPILED | {"precision": "bf16"} | ASYNC,
+    "spikerl_ray_spikerl_compiled_fp32": {"policy": "spikerl", "precision": "fp32"},
+    "spikerl_ray_spikerl_compiled_bf16": {"policy": "spikerl", "precision": "bf16"},
+    "spikerl_ray_spikerl_async": {"policy": "spikerl"} | ASYNC,
+    "spikerl_ray_spikerl_2_runners": {"policy": "spikerl", "env_runners": 2},
 }
 PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 
 
-def spikerl_ray_rate(steps: int, **settings) -> dict:
-    """``settings``: :class:`~spikerl_ray.run.RunSettings` fields (policy, compile, ...)."""
+def spikerl_ray_rate(steps: int, driver_cpus: int = 1, **settings) -> dict:
+    """``settings``: :class:`~spikerl_ray.run.RunSettings` fields (policy, compile, ...);
+    ``driver_cpus``: the CPUs RLlib reserves for the driver (its torch threads)."""
     from spikerl_ray.run import RunSettings, build_config
 
     # Each configuration compiles afresh, as in its own process (compiled code of an earlier
@@ -80,7 +90,8 @@ def spikerl_ray_rate(steps: int, **settings) -> dict:
     config = (build_config(RunSettings(env=ENV, warmup_steps=WARMUP, **settings))
               .training(num_steps_sampled_before_learning_starts=WARMUP,
                         replay_capacity=100_000)
-              .evaluation(evaluation_interval=None))
+              .evaluation(evaluation_interval=None)
+              .resources(num_cpus_for_main_process=driver_cpus))
     algo = config.build_algo()
     try:
         def counters(result: dict) -> tuple[int, int]:
@@ -92,7 +103,8 @@ def spikerl_ray_rate(steps: int, **settings) -> dict:
     finally:
         algo.stop()
     return {"env_steps_per_s": measured / wall, "updates_per_env_step": updates / measured,
-            "measured_env_steps": measured, "first_policy_iteration_s": first}
+            "measured_env_steps": measured, "first_policy_iteration_s": first,
+            "torch_threads": torch.get_num_threads()}
 
 
 def sb3_td3_rate(steps: int) -> dict:
@@ -110,7 +122,7 @@ def sb3_td3_rate(steps: int) -> dict:
     model.learn(steps, reset_num_timesteps=False)
     wall = time.perf_counter() - t0
     return {"env_steps_per_s": steps / wall, "updates_per_env_step": 1.0,
-            "measured_env_steps": steps}
+            "measured_env_steps": steps, "torch_threads": torch.get_num_threads()}
 
 
 def rllib_sac_rate(steps: int) -> dict:
@@ -196,6 +208,64 @@ def reference_loop_rate(steps: int) -> dict:
             "measured_env_steps": steps}
 
 
+def end_to_end(names: list[str], steps: int, repeats: int) -> dict:
+    """Each named run ``repeats`` times, interleaved round by round, each from PyTorch's
+    default thread count: every round's figures, the median env steps/s, and each spikerl-ray
+    run over each peer per round with the median of those ratios."""
+    peers = {"sb3_td3": sb3_td3_rate, "rllib_sac": rllib_sac_rate,
+             "reference_loop": reference_loop_rate}
+    configs = SPIKERL_RAY_RUNS | OPTIONAL_RUNS
+    threads = torch.get_num_threads()
+    rounds = []
+    for _ in range(repeats):
+        figures = {}
+        for name in names:
+            torch.set_num_threads(threads)
+            figures[name] = (spikerl_ray_rate(steps, **configs[name]) if name in configs
+                             else peers[name](steps))
+        rounds.append(figures)
+    torch.set_num_threads(threads)
+    out: dict = {name: {"rounds": [r[name] for r in rounds], "median_env_steps_per_s":
+                        statistics.median(r[name]["env_steps_per_s"] for r in rounds)}
+                 for name in names}
+    ratios = {}
+    for ours in (n for n in names if n in configs):
+        for peer in (n for n in names if n in peers):
+            per_round = [r[ours]["env_steps_per_s"] / r[peer]["env_steps_per_s"]
+                         for r in rounds]
+            ratios[f"{ours}_over_{peer}"] = {"rounds": per_round,
+                                             "median": statistics.median(per_round)}
+    out["ratios"] = ratios
+    return out
+
+
+def shared_cores(steps: int) -> dict:
+    """spikerl-ray at its defaults alone, then beside one busy single-threaded process (a
+    pure-Python loop), then beside it with the driver reserving every core (as many torch
+    threads as PyTorch's default): env steps/s and slowdowns. Target (issue: performance
+    round 2, part 6): a slowdown no worse than the share of cores lost, cpus / (cpus - 1)."""
+    import subprocess
+
+    cpus = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    alone = spikerl_ray_rate(steps, policy="spikerl")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        torch.set_num_threads(threads)
+        beside = spikerl_ray_rate(steps, policy="spikerl")
+        torch.set_num_threads(threads)
+        beside_all_threads = spikerl_ray_rate(steps, driver_cpus=cpus, policy="spikerl")
+    finally:
+        busy.kill()
+        busy.wait()
+    torch.set_num_threads(threads)
+    rate = "env_steps_per_s"
+    return {"alone": alone, "beside_busy": beside, "beside_busy_all_threads": beside_all_threads,
+            "slowdown": alone[rate] / beside[rate],
+            "slowdown_all_threads": alone[rate] / beside_all_threads[rate],
+            "target_slowdown": cpus / max(cpus - 1, 1)}
+
+
 # ------------------------------------------------------------------ actor forward + backward
 def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
     """Spiking actor forward + backward: per-timestep reference, batched timesteps (torch
@@ -233,13 +303,13 @@ def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
 # --------------------------------------------------------------------------------- sampling
 def sampling_vs_raw(num_envs: int, seconds: float, compile: bool) -> dict:
     """One remote env runner acting with the spiking actor vs random stepping of the same
-    vector env; ``compile``: the runner's actor compiled (torch backend) or fused (default)."""
+    vector env; ``compile``: the runner's actor compiled (torch backend; the default) or
+    eager (fused backend)."""
     from spikerl_ray.run import RunSettings, build_config
 
-    backend = "torch" if compile else "fused"
     algo = build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1,
                                     envs_per_runner=num_envs, warmup_steps=0,
-                                    spiking_backend=backend, compile=compile)).build_algo()
+                                    compile=compile)).build_algo()
     try:
         algo._sample_fragments(False)
         steps, t0 = 0, time.perf_counter()
@@ -302,7 +372,11 @@ def _memory_in_subprocess(capacity: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--parts", nargs="+", default=["e2e", "actor", "sampling", "memory"])
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of the end-to-end runs (medians reported; 3 or more for "
+                   "figures to publish)")
+    p.add_argument("--parts", nargs="+", default=["e2e", "actor", "sampling", "memory"],
+                   choices=["e2e", "actor", "sampling", "memory", "shared"])
     p.add_argument("--peers", nargs="+", default=[*SPIKERL_RAY_RUNS, *PEERS],
                    choices=[*SPIKERL_RAY_RUNS, *OPTIONAL_RUNS, *PEERS])
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -319,17 +393,9 @@ def main() -> None:
     if "e2e" in args.parts or "sampling" in args.parts:
         ray.init(include_dashboard=False, log_to_driver=False)
     if "e2e" in args.parts:
-        peers = {"sb3_td3": sb3_td3_rate, "rllib_sac": rllib_sac_rate,
-                 "reference_loop": reference_loop_rate}
-        configs = SPIKERL_RAY_RUNS | OPTIONAL_RUNS
-        e2e = {name: (spikerl_ray_rate(args.steps, **configs[name]) if name in configs
-                      else peers[name](args.steps))
-               for name in args.peers}
-        e2e["ratios"] = {f"{ours}_over_{peer}": e2e[ours]["env_steps_per_s"]
-                                                / e2e[peer]["env_steps_per_s"]
-                         for ours in e2e if ours.startswith("spikerl_ray_spikerl")
-                         for peer in PEERS if peer in e2e}
-        report["end_to_end"] = e2e
+        report["end_to_end"] = end_to_end(args.peers, args.steps, args.repeats)
+    if "shared" in args.parts:
+        report["shared_cores"] = shared_cores(args.steps)
     if "sampling" in args.parts:
         report["sampling"] = [sampling_vs_raw(n, 10.0, compile)
                               for compile in (False, True) for n in (1, 8)]

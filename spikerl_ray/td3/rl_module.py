@@ -58,6 +58,8 @@ class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAP
             nets += [self.critic, self.target_actor, self.target_critic]
         for net in nets:
             net.compile(dynamic=False)
+        # Acting as one graph: normalization, actor, exploration noise and clipping.
+        self._act = torch.compile(self._act, dynamic=False)
 
     @override(TargetNetworkAPI)
     def make_target_networks(self) -> None:
@@ -87,16 +89,24 @@ class TD3TorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI, QNetAP
         """Float32 observations, z-scored with the running statistics and clipped (PopSAN)."""
         return self.obs_normalizer(obs.float())
 
+    def _act(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
+        """Actions for raw observations; with ``explore``, plus Gaussian noise of std
+        ``exploration_noise``, clipped to [-1, 1] (TD3)."""
+        actions = self.actor(self.normalize(obs))
+        if explore:
+            actions = (actions + torch.randn_like(actions) * self.exploration_noise).clamp(
+                -1.0, 1.0)
+        return actions
+
     @override(RLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            return {Columns.ACTIONS: self.actor(self.normalize(batch[Columns.OBS]))}
+            return {Columns.ACTIONS: self._act(batch[Columns.OBS], False)}
 
     @override(RLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        actions = self._forward_inference(batch)[Columns.ACTIONS]
-        noise = torch.randn_like(actions) * self.exploration_noise
-        return {Columns.ACTIONS: (actions + noise).clamp(-1.0, 1.0)}
+        with torch.no_grad():
+            return {Columns.ACTIONS: self._act(batch[Columns.OBS], True)}
 
     @override(RLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
