@@ -107,9 +107,18 @@ def guarded_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor,
 @torch.no_grad()
 def polyak_update(source: nn.Module, target: nn.Module, tau: float | torch.Tensor) -> None:
     """``target <- (1 - tau) * target + tau * source`` for every parameter (``tau`` a number
-    or a 0-d tensor on the parameters' device)."""
-    tgt = list(target.parameters())
-    torch._foreach_lerp_(tgt, list(source.parameters()), tau)
+    or a 0-d tensor on the parameters' device).
+
+    A tensor ``tau`` is applied with tensor ops: ``_foreach_lerp_`` has no tensor-weight
+    overload and would read it back with ``.item()``, a host sync per update on a GPU that
+    also makes the update impossible to capture as a CUDA graph."""
+    tgt, src = list(target.parameters()), list(source.parameters())
+    if not torch.is_tensor(tau):
+        torch._foreach_lerp_(tgt, src, tau)
+        return
+    step = torch._foreach_sub(src, tgt)
+    torch._foreach_mul_(step, tau)
+    torch._foreach_add_(tgt, step)
 
 
 class TD3Update:
