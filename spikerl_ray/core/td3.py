@@ -137,13 +137,16 @@ class TD3Update:
         compile: compile each loss (networks, normalization, target and loss arithmetic) into
             one graph with ``torch.compile``; its backward is compiled with it. The first
             update compiles (seconds); it computes what the eager update computes.
+        compile_backend: the ``torch.compile`` backend: ``"inductor"`` (generated kernels), or
+            ``"eager"`` to trace the same graphs without generating code (quick checks).
     """
 
     def __init__(self, actor: nn.Module, critic: nn.Module, actor_target: nn.Module,
                  critic_target: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
                  actor_optim: torch.optim.Optimizer, critic_optim: torch.optim.Optimizer,
                  hp: TD3Hyperparams, precision: str = "fp32",
-                 critic_for_actor_loss: nn.Module | None = None, compile: bool = False) -> None:
+                 critic_for_actor_loss: nn.Module | None = None, compile: bool = False,
+                 compile_backend: str = "inductor") -> None:
         self.actor, self.critic = actor, critic
         self.critic_for_actor_loss = critic_for_actor_loss or critic
         self.actor_target, self.critic_target = actor_target, critic_target
@@ -161,8 +164,9 @@ class TD3Update:
         self._longest = torch.zeros((), device=device)
         self._critic_loss, self._actor_loss = critic_loss, actor_loss
         if compile:
-            self._critic_loss = torch.compile(critic_loss, dynamic=False)
-            self._actor_loss = torch.compile(actor_loss, dynamic=False)
+            self._critic_loss = torch.compile(critic_loss, dynamic=False,
+                                              backend=compile_backend)
+            self._actor_loss = torch.compile(actor_loss, dynamic=False, backend=compile_backend)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One TD3 update: critic every call; actor and targets every ``policy_delay`` calls.
