@@ -24,21 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit, make_td3, synchronize  # noqa: E402
-from spikerl_ray.energy.accounting import window_devices  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    emit,
+    energy_per_update,
+    make_td3,
+    run_for,
+    synchronize,
+    window,
+)
 from spikerl_ray.energy.node import NodeMonitor  # noqa: E402
-
-
-def window(monitor: NodeMonitor, work) -> tuple[list[dict], float, int, float]:
-    """Runs ``work()`` (returns a count) between two readings: per-device joules, seconds,
-    the count and the monitor's CPU seconds."""
-    start = monitor.read()
-    t0 = time.perf_counter()
-    count = work()
-    seconds = time.perf_counter() - t0
-    end = monitor.read()
-    return (window_devices([start], [end]), seconds, count,
-            end["monitor_cpu_s"] - start["monitor_cpu_s"])
 
 
 def main() -> None:
@@ -70,25 +64,12 @@ def main() -> None:
             for _ in range(20):  # warm-up: kernels, allocator
                 td3.step(replay.sample(args.batch))
             synchronize(args.device)
-
-            def burst() -> int:
-                n, t_end = 0, time.perf_counter() + args.seconds
-                while time.perf_counter() < t_end:
-                    for _ in range(50):
-                        td3.step(replay.sample(args.batch))
-                    n += 50
-                    synchronize(args.device)
-                return n
-
-            devices, seconds, updates, monitor_cpu = window(monitor, burst)
+            devices, seconds, updates, monitor_cpu = window(monitor, lambda: run_for(
+                lambda: td3.step(replay.sample(args.batch)), args.seconds, args.device))
             report["results"][precision] = {
                 "updates": updates, "seconds": seconds, "updates_per_s": updates / seconds,
                 "monitor_cpu_fraction": monitor_cpu / seconds,
-                "devices": [{**d,
-                             "joules_per_1k_updates": (1000 * d["joules"] / updates
-                                                       if d["joules"] is not None else None),
-                             "watts": d["joules"] / seconds if d["joules"] is not None
-                             else None} for d in devices]}
+                "devices": energy_per_update(devices, updates, seconds)}
     finally:
         monitor.close()
     emit(report, args.json_out)

@@ -13,6 +13,24 @@ from torch import nn
 from policies.actors import SpikingActor
 from policies.spiking import CurrentLIF, reference_lif_step
 
+# How far a fast path may be from its reference, per dtype, as SpikingJelly states it: 1e-5 in
+# fp32, 2e-2 in bf16; outputs in absolute terms, gradients relative to max(|reference|, 1).
+EQUIVALENCE_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def max_differences(ref: nn.Module, fast: nn.Module, out_ref: torch.Tensor,
+                    out_fast: torch.Tensor) -> tuple[float, float]:
+    """The largest absolute difference of two outputs, and of the gradients of
+    ``out.float().pow(2).sum()`` over matching parameters of ``ref`` and ``fast``, each
+    gradient difference divided by ``max(|reference gradient|, 1)`` (compare both with
+    :data:`EQUIVALENCE_TOL`)."""
+    out_diff = (out_fast.float() - out_ref.float()).abs().max().item()
+    g_ref = torch.autograd.grad(out_ref.float().pow(2).sum(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(out_fast.float().pow(2).sum(), list(fast.parameters()))
+    grad_diff = max(((b.float() - a.float()).abs().max() / a.abs().max().clamp(min=1.0)).item()
+                    for a, b in zip(g_ref, g_fast))
+    return out_diff, grad_diff
+
 
 def reference_forward(actor: SpikingActor, obs: torch.Tensor, squash: bool = True
                       ) -> torch.Tensor:

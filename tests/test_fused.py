@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from policies import build_actor
+from policies.reference import EQUIVALENCE_TOL as TOL
 from policies.reference import ReferenceActor
-
-TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
 def _pair(name: str, obs_dim: int = 17, act_dim: int = 6, **kwargs):

@@ -10,6 +10,7 @@ import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor
 from spikerl_ray.core.replay import TransitionReplay
+from spikerl_ray.core.syncs import host_syncs
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, critic_loss, polyak_update
 
 
@@ -97,6 +98,16 @@ def test_polyak_update_moves_target_by_tau():
     before = tgt.weight.detach().clone()
     polyak_update(src, tgt, 0.1)
     assert torch.allclose(tgt.weight, 0.9 * before + 0.1 * src.weight)
+
+
+def test_polyak_update_with_a_tensor_tau_does_not_sync():
+    """TD3Update passes tau as a tensor (0 for a skipped update); reading it back would stall
+    a GPU every update and break CUDA graph capture."""
+    src, tgt = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = tgt.weight.detach().clone()
+    assert host_syncs(lambda: polyak_update(src, tgt, torch.tensor(0.1))) == {}
+    assert torch.allclose(tgt.weight, 0.9 * before + 0.1 * src.weight)
+    assert host_syncs(lambda: torch.tensor(1.0).item()) == {"_local_scalar_dense": 1}
 
 
 def test_terminal_transitions_do_not_bootstrap():

@@ -106,9 +106,18 @@ def guarded_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor,
 @torch.no_grad()
 def polyak_update(source: nn.Module, target: nn.Module, tau: float | torch.Tensor) -> None:
     """``target <- (1 - tau) * target + tau * source`` for every parameter (``tau`` a number
-    or a 0-d tensor on the parameters' device)."""
-    tgt = list(target.parameters())
-    torch._foreach_lerp_(tgt, list(source.parameters()), tau)
+    or a 0-d tensor on the parameters' device).
+
+    A tensor ``tau`` is applied with tensor ops: ``_foreach_lerp_`` has no tensor-weight
+    overload and would read it back with ``.item()``, a host sync per update on a GPU that
+    also makes the update impossible to capture as a CUDA graph."""
+    tgt, src = list(target.parameters()), list(source.parameters())
+    if not torch.is_tensor(tau):
+        torch._foreach_lerp_(tgt, src, tau)
+        return
+    step = torch._foreach_sub(src, tgt)
+    torch._foreach_mul_(step, tau)
+    torch._foreach_add_(tgt, step)
 
 
 class TD3Update:
@@ -127,13 +136,16 @@ class TD3Update:
         compile: compile each loss (networks, normalization, target and loss arithmetic) into
             one graph with ``torch.compile``; its backward is compiled with it. The first
             update compiles (seconds); it computes what the eager update computes.
+        compile_backend: the ``torch.compile`` backend: ``"inductor"`` (generated kernels), or
+            ``"eager"`` to trace the same graphs without generating code (quick checks).
     """
 
     def __init__(self, actor: nn.Module, critic: nn.Module, actor_target: nn.Module,
                  critic_target: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
                  actor_optim: torch.optim.Optimizer, critic_optim: torch.optim.Optimizer,
                  hp: TD3Hyperparams, precision: str = "fp32",
-                 critic_for_actor_loss: nn.Module | None = None, compile: bool = False) -> None:
+                 critic_for_actor_loss: nn.Module | None = None, compile: bool = False,
+                 compile_backend: str = "inductor") -> None:
         self.actor, self.critic = actor, critic
         self.critic_for_actor_loss = critic_for_actor_loss or critic
         self.actor_target, self.critic_target = actor_target, critic_target
@@ -151,8 +163,9 @@ class TD3Update:
         self._longest = torch.zeros((), device=device)
         self._critic_loss, self._actor_loss = critic_loss, actor_loss
         if compile:
-            self._critic_loss = torch.compile(critic_loss, dynamic=False)
-            self._actor_loss = torch.compile(actor_loss, dynamic=False)
+            self._critic_loss = torch.compile(critic_loss, dynamic=False,
+                                              backend=compile_backend)
+            self._actor_loss = torch.compile(actor_loss, dynamic=False, backend=compile_backend)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One TD3 update: critic every call; actor and targets every ``policy_delay`` calls.
