@@ -67,14 +67,17 @@ SPIKERL_RAY_RUNS: dict[str, dict] = {
     "spikerl_ray_ann": {"policy": "ann"},
 }
 # Not in the default set: each precision named, overlapped sampling with one remote env
-# runner (pays off only where the runner has cores of its own; see docs/performance.md), and
-# two remote env runners (transitions reach the learner through the object store).
+# runner (pays off only where the runner has cores of its own; see docs/performance.md), two
+# remote env runners (transitions reach the learner through the object store), and the
+# driver running as many torch threads as PyTorch's default.
 ASYNC = {"env_runners": 1, "async_sampling": True}
 OPTIONAL_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl_compiled_fp32": {"policy": "spikerl", "precision": "fp32"},
     "spikerl_ray_spikerl_compiled_bf16": {"policy": "spikerl", "precision": "bf16"},
     "spikerl_ray_spikerl_async": {"policy": "spikerl"} | ASYNC,
     "spikerl_ray_spikerl_2_runners": {"policy": "spikerl", "env_runners": 2},
+    # The driver reserving 2 CPUs, so running 2 torch threads (PyTorch's default here).
+    "spikerl_ray_spikerl_driver_2_cpus": {"policy": "spikerl", "driver_cpus": 2},
 }
 PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 
