@@ -31,8 +31,8 @@ OBSERVATIONS = 500
 # The checkpoint's actor: the fused backend training uses; DSRL with its HalfCheetah threshold.
 ACTOR_KWARGS = {"spikerl": {}, "popsan": {"deterministic_encoder": False},
                 "dsrl": {"threshold": 0.8}}
-# Weights scaled so that a fresh actor fires as busily as a trained one (10-40% per step in
-# every layer), which puts many membranes near the threshold.
+# Weights scaled so that a fresh actor fires busily (10-40% per step in every layer; a fresh
+# initialization is quieter), which puts many membranes near the threshold.
 BUSY = {"spikerl": 3.0, "popsan": 3.0, "dsrl": 4.0}
 # Norse integrates I += dt/tau_syn (w_in S - I) and v += dt/tau_mem (r I - v): the same update
 # as ours rounded differently (membranes a few float32 ulp apart), so a membrane within float32
@@ -110,8 +110,8 @@ def exported(request, observations, tmp_path_factory):
 
 
 def test_the_actor_is_busy(exported):
-    """Firing rates per layer in the range a trained actor has, so the equivalence below is
-    tested where it matters (many membranes cross the threshold)."""
+    """Firing rates of 10-40% per layer, so the equivalence below is tested where it matters
+    (many membranes cross the threshold)."""
     for name, spikes in exported["ours"].items():
         assert 0.1 <= spikes.mean().item() <= 0.4, (name, spikes.mean().item())
 
@@ -234,12 +234,15 @@ def test_norse_matches_within_tolerance(exported):
     total = sum(s.numel() for s in spikes.values())
     # Membranes after the reset, where both sides spiked alike (elsewhere they differ anyway).
     alike = {name: (spikes[name] == ours[name]).all(-1).all(0) for name in ours}
-    dv = max((volts[name] - exported["volts"][name] * (1 - ours[name]))[:, alike[name]]
-             .abs().max().item() for name in ours)
+    dvs = {name: (volts[name] - exported["volts"][name] * (1 - ours[name]))[:, alike[name]]
+           .abs() for name in ours}
+    dv = max(d.max().item() for d in dvs.values())
+    apart = {name: f"{(d > 0).float().mean().item():.0%}" for name, d in dvs.items()}
     actions = exported["host"].decode(outputs)
     diff = (actions - exported["actions"]).abs().max().item()
     print(f"\nNorse {exported['name']}: {sum(flipped.values())} of {total} spikes flipped "
-          f"{flipped}; max membrane difference {dv:.3g}; max action difference {diff:.3g}")
+          f"{flipped}; max membrane difference {dv:.3g} (membranes not equal: {apart}); "
+          f"max action difference {diff:.3g}")
     assert dv < NEAR
     assert sum(flipped.values()) <= NORSE_MAX_FLIPPED * total
     first = next(iter(ours))
