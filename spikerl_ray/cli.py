@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from policies import ACTORS
@@ -14,6 +15,7 @@ from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS
 from spikerl_ray.energy.accounting import CARBON_REGIONS, DEFAULT_CARBON_INTENSITY
 from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_intensity
 from spikerl_ray.errors import UserError
+from spikerl_ray.export import FORMATS as EXPORT_FORMATS
 from spikerl_ray.methods import METHODS
 from spikerl_ray.run import RunSettings
 
@@ -178,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_non_negative_int, default=1_000_000)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+    x = sub.add_parser("export", help="export a checkpoint's spiking actor (NIR, docs/nir.md)")
+    x.add_argument("checkpoint", help="a folder under RUN/checkpoints/ (or its URI)")
+    x.add_argument("--format", choices=EXPORT_FORMATS, default="nir",
+                   help="nir: a NIR graph (HDF5) plus FILE.nir.json with its input and output "
+                   "contract (needs pip install -e '.[nir]')")
+    x.add_argument("--out", required=True, metavar="FILE.nir", help="the file to write")
+    x.add_argument("--force", action="store_true", help="replace FILE.nir and FILE.nir.json")
+    x.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
@@ -248,8 +259,6 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _energy(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from spikerl_ray.energy.accounting import ENERGY_FILE, load_energy
     from spikerl_ray.energy.gpsup import GPSUP_TOLERANCE, compare, describe, plot_quadrant
 
@@ -299,6 +308,15 @@ def _evaluate(args: argparse.Namespace) -> None:
               f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from spikerl_ray.export import contract_path, export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, args.format, args.force)
+    print(f"{result['policy']} actor of {args.checkpoint} -> {args.out} "
+          f"(input {result['input']['shape']}, output {result['output']['shape']} per "
+          f"timestep, T = {result['timesteps']}); contract: {contract_path(Path(args.out))}")
+
+
 def quiet_ray() -> None:
     """Shows only errors of Ray's and RLlib's loggers in this process (their warnings and
     notices otherwise come before our progress bar); :func:`spikerl_ray.training.init_ray`
@@ -316,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_ray()
     try:
         {"train": _train, "evaluate": _evaluate, "tune": _tune,
-         "report": _report, "energy": _energy}[args.command](args)
+         "report": _report, "energy": _energy, "export": _export}[args.command](args)
     except UserError as exc:
         print(f"spikerl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,8 @@ FREE = {
     ("energy", "--plot"): ("{tmp}/missing/q.png", "cannot write the plot"),
     ("evaluate", "checkpoint"): ("{tmp}/missing", "does not exist"),
     ("evaluate", "--env"): ("NoSuchEnv-v0", "unknown environment 'NoSuchEnv-v0'"),
+    ("export", "checkpoint"): ("{tmp}/missing", "does not exist"),
+    ("export", "--out"): ("{existing}/progress.csv", "exists; pass --force to replace it"),
 }
 # The rest of a valid command line, into which one bad value goes.
 VALID = {
@@ -52,6 +54,7 @@ VALID = {
     "report": ["report", "{existing}"],
     "energy": ["energy", "{existing}", "{existing}"],
     "evaluate": ["evaluate", "{checkpoint}"],
+    "export": ["export", "{checkpoint}", "--out", "{tmp}/actor.nir"],
 }
 
 

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
@@ -255,3 +256,31 @@ def test_report_of_a_train_run(run_dir, tmp_path, capsys):
     assert (out / "report" / "learning_curves.png").stat().st_size > 0
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_export_nir_of_a_trained_checkpoint(run_dir, tmp_path, capsys):
+    """``spikerl export`` on a trained spikerl checkpoint: the file, read back and run in
+    snnTorch timestep by timestep with the host side from its metadata, acts as the
+    checkpoint does (``tests/test_nir.py`` proves the graph layer by layer)."""
+    import nir
+    from nir_runners import import_snntorch, run_snntorch
+
+    from policies.nir_export import HostSide
+    from spikerl_ray.evaluate import load_module
+
+    ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
+    out = tmp_path / "actor.nir"
+    assert main(["export", str(ckpt), "--format", "nir", "--out", str(out)]) == 0
+    assert json.loads((tmp_path / "actor.nir.json").read_text())["policy"] == "spikerl"
+    module, _ = load_module(ckpt)
+    env = gym.make("Pendulum-v1")
+    env.action_space.seed(0)
+    seen = [env.reset(seed=0)[0]]
+    for _ in range(199):  # real observations along a random-action episode
+        seen.append(env.step(env.action_space.sample())[0])
+    obs = np.stack(seen).astype(np.float32)
+    graph = nir.read(out)
+    host = HostSide(graph.metadata)
+    outputs, _ = run_snntorch(import_snntorch(graph), host.encode(torch.as_tensor(obs)))
+    expected = module.forward_inference({"obs": torch.as_tensor(obs)})["actions"]
+    assert torch.equal(host.decode(outputs), expected)
