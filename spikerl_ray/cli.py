@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learners", type=_non_negative_int, default=0,
                    help="remote learners (0: learn in the driver process)")
     t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
+    t.add_argument("--driver-cpus", type=_positive_int, default=1, metavar="N",
+                   help="CPUs reserved for the driver, which runs a local learner and env "
+                   "runner: also its PyTorch threads (default 1)")
     t.add_argument("--learner-resource", type=_resource, action="append", default=[],
                    metavar="NAME=AMOUNT", help="a Ray custom resource each learner asks for, "
                    "e.g. to pin learners to a node type (repeatable)")
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="learner forward/loss precision (bf16: autocast, fp32 weights; "
                    "auto: bf16 where the learner's device computes it natively, else fp32; "
-                   "default: the method's, spikerl bf16, others auto)")
+                   "default: the method's, spikerl bf16, others fp32)")
     t.add_argument("--allreduce-dtype", choices=PRECISIONS, default="fp32",
                    help="dtype of the gradient allreduce between learners")
     t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
@@ -200,7 +203,8 @@ def _train(args: argparse.Namespace) -> None:
         pre_tanh_penalty=args.pre_tanh_penalty, env=args.env, seed=args.seed,
         env_runners=args.env_runners,
         envs_per_runner=args.envs_per_runner, learners=args.learners,
-        gpus_per_learner=args.gpus_per_learner, precision=args.precision,
+        gpus_per_learner=args.gpus_per_learner, driver_cpus=args.driver_cpus,
+        precision=args.precision,
         learner_resources=dict(args.learner_resource),
         env_runner_resources=dict(args.env_runner_resource),
         allreduce_dtype=args.allreduce_dtype, backend=args.backend,

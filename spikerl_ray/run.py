@@ -62,6 +62,9 @@ class RunSettings:
     envs_per_runner: int = 1
     learners: int = 0
     cpus_per_learner: float = 1.0
+    # CPUs Ray reserves for the driver, which holds a local learner and env runner: also its
+    # PyTorch threads (spikerl_ray.resources.set_torch_threads).
+    driver_cpus: int = 1
     gpus_per_learner: float = 0.0
     precision: str | None = None
     allreduce_dtype: str = "fp32"
@@ -106,7 +109,7 @@ class RunSettings:
                 if getattr(out, key) is None:
                     setattr(out, key, value)
         out.policy = out.policy or "spikerl"
-        out.precision = out.precision or "auto"
+        out.precision = out.precision or "fp32"
         return out
 
 
@@ -143,6 +146,7 @@ def build_config(s: RunSettings) -> Any:
                     evaluation_config={"explore": False})
         .energy(monitor=s.energy_monitor, estimate_cpu_watts=s.estimate_cpu_watts,
                 carbon_intensity=s.carbon_intensity)
+        .resources(num_cpus_for_main_process=s.driver_cpus)
         .debugging(seed=s.seed)
     )
 

@@ -91,7 +91,7 @@ def test_recipes_differ_and_explicit_settings_win():
         return build_config(RunSettings(env="Hopper-v5", **kw))
 
     spikerl, popsan, dsrl = (config(method=m) for m in ("spikerl", "popsan", "dsrl"))
-    assert spikerl.precision == "bf16" and popsan.precision == "auto"
+    assert spikerl.precision == "bf16" and popsan.precision == "fp32"
     assert spikerl.pre_tanh_penalty > 0 and popsan.pre_tanh_penalty == 0
     assert spikerl.actor_kwargs == {} and popsan.actor_kwargs == {"deterministic_encoder": False}
     assert (dsrl.actor_lr, dsrl.critic_lr, dsrl.num_steps_random_warmup) == (1e-3, 1e-3, 1000)
@@ -102,7 +102,7 @@ def test_recipes_differ_and_explicit_settings_win():
     assert mixed.policy == "ann" and mixed.actor_lr == 1e-3
     # No method: no recipe, TD3Config's (PopSAN's) defaults.
     plain = config(policy="spikerl")
-    assert plain.pre_tanh_penalty == 0 and plain.precision == "auto"
+    assert plain.pre_tanh_penalty == 0 and plain.precision == "fp32"
 
 
 def test_trial_settings_apply_learners_to_data_parallel_methods_only(tmp_path):

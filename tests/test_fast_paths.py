@@ -64,19 +64,20 @@ def test_async_sampling_needs_remote_runners(ray_session):
         config.validate()
 
 
-def test_defaults_train_compiled_in_native_bf16(ray_session):
+def test_defaults_train_compiled(ray_session):
     """With no option given, a run trains the fastest verified configuration: networks
-    compiled (the plain-ops backend) on learner and env runner, bf16 autocast where this CPU
-    computes bf16 natively, and one remote env runner's actions come from the compiled
-    actor."""
-    from spikerl_ray.core.platform import bf16_supported
+    compiled (the plain-ops backend) on learner and env runner, in fp32, and one remote env
+    runner's actions come from the compiled actor; "auto" precision means bf16 where this
+    CPU computes it natively."""
+    from spikerl_ray.core.platform import bf16_supported, resolve_precision
 
     config = (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", env_runners=1,
                                        warmup_steps=200, eval_every=0, energy_monitor=False))
               .training(num_steps_sampled_before_learning_starts=200)
               .env_runners(rollout_fragment_length=200))
     assert (config.compile_networks, config.spiking_backend, config.precision) == (
-        True, "auto", "auto")
+        True, "auto", "fp32")
+    assert resolve_precision("auto", "cpu") == ("bf16" if bf16_supported("cpu") else "fp32")
     algo = config.build_algo()
     try:
         for _ in range(2):
@@ -90,7 +91,7 @@ def test_defaults_train_compiled_in_native_bf16(ray_session):
 
         precision, backend, compiled, threads = next(iter(
             algo.learner_group.foreach_learner(learner_setup))).get()
-        assert precision == ("bf16" if bf16_supported("cpu") else "fp32")
+        assert precision == "fp32"
         assert compiled and backend == "torch"
         assert threads == 1  # the driver's one reserved CPU (the local learner lives there)
         runner = algo.env_runner_group.foreach_env_runner(

@@ -28,8 +28,11 @@ CASES = [
 @pytest.mark.parametrize("policy, env, steps, threshold, precision", CASES,
                          ids=[f"{p}-{e}-{x}" for p, e, _, _, x in CASES])
 def test_reaches_return(policy, env, steps, threshold, precision, tmp_path, ray_session):
+    # driver_cpus=2: the thresholds were set with the driver's PyTorch at 2 threads; 1 thread
+    # rounds differently and these fixed seeds then follow other trajectories (spikerl on
+    # InvertedPendulum-v5: best evaluation 193 by 20k steps, against 796 by 12k with 2).
     settings = RunSettings(policy=policy, env=env, seed=0, warmup_steps=1000, eval_every=2,
-                           eval_episodes=5, precision=precision, compile=False)
+                           eval_episodes=5, precision=precision, compile=False, driver_cpus=2)
     train(settings, tmp_path / "run", steps, progress=False)
     with (tmp_path / "run" / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))

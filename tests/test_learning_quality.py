@@ -23,7 +23,7 @@ STEPS = 10_000
 def _train(tmp_path, penalty: float | None) -> list[dict[str, str]]:
     # fp32 as measured in docs/learning_quality.md (the recipe's default is bf16).
     settings = RunSettings(method="spikerl", env="Hopper-v5", seed=0, precision="fp32",
-                           compile=False,
+                           compile=False, driver_cpus=2,  # as calibrated (test_learning.py)
                            eval_every=5, eval_episodes=5, pre_tanh_penalty=penalty)
     train(settings, tmp_path / "run", STEPS, progress=False)
     with (tmp_path / "run" / "progress.csv").open() as f:

@@ -62,7 +62,7 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
                 "env_steps_per_s": ((steps - last_steps) / (wall - last_time)
                                     if wall > last_time else math.nan),
                 "wall_time_s": wall, "learners": max(int(config.get("num_learners", 0)), 1),
-                "precision": config.get("precision", "auto"),
+                "precision": config.get("precision", "fp32"),
             }
             row.update({f"search.{k}": v for k, v in (config.get("search") or {}).items()})
             energy = r.get("energy") or {}
@@ -83,7 +83,7 @@ def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
         "train_return": p["episode_return_mean"], "eval_return": p["eval_return_mean"],
         "env_steps_per_s": p["env_steps_per_s"], "wall_time_s": p["time_s"],
         "learners": max(int(settings.get("learners", 0)), 1),
-        "precision": settings.get("precision") or "auto",
+        "precision": settings.get("precision") or "fp32",
         **{f"energy.{k}": p[k] for k in ENERGY_COLUMNS if k in p},
     } for p in progress.to_dict("records")]
 
