@@ -108,16 +108,14 @@ def polyak_update(source: nn.Module, target: nn.Module, tau: float | torch.Tenso
     """``target <- (1 - tau) * target + tau * source`` for every parameter (``tau`` a number
     or a 0-d tensor on the parameters' device).
 
-    A tensor ``tau`` is applied with tensor ops: ``_foreach_lerp_`` has no tensor-weight
-    overload and would read it back with ``.item()``, a host sync per update on a GPU that
-    also makes the update impossible to capture as a CUDA graph."""
+    A tensor ``tau`` goes in as one weight tensor per parameter (expanded views):
+    ``_foreach_lerp_`` with a 0-d tensor as its scalar weight would read it back with
+    ``.item()``, a host sync per update on a GPU that also makes the update impossible to
+    capture as a CUDA graph. The result is bit-identical to the scalar weight's."""
     tgt, src = list(target.parameters()), list(source.parameters())
-    if not torch.is_tensor(tau):
-        torch._foreach_lerp_(tgt, src, tau)
-        return
-    step = torch._foreach_sub(src, tgt)
-    torch._foreach_mul_(step, tau)
-    torch._foreach_add_(tgt, step)
+    if torch.is_tensor(tau):
+        tau = [tau.expand_as(t) for t in tgt]
+    torch._foreach_lerp_(tgt, src, tau)
 
 
 class TD3Update:
