@@ -2,6 +2,10 @@
 
     python benchmarks/learning.py --methods spikerl popsan ann --env Hopper-v5 \
         --steps 50000 --seeds 0 1 2
+    python benchmarks/learning.py --algo sac --methods spikerl --env HalfCheetah-v5
+
+``--algo sac`` or ``ppo`` trains each method's network with RLlib's SAC or PPO instead of TD3
+(the method then gives its network only).
 
 Each (method, seed) is a real ``spikerl train`` run (same code path) in one local Ray session;
 the return is the final noise-free evaluation (10 episodes by default). Each run also reports
@@ -30,7 +34,7 @@ from policies.spiking import BACKEND_CHOICES
 from spikerl_ray.core.platform import PRECISION_CHOICES
 from spikerl_ray.methods import METHODS
 from spikerl_ray.report.tables import bootstrap_ci, iqm
-from spikerl_ray.run import RunSettings
+from spikerl_ray.run import ALGOS, RunSettings
 from spikerl_ray.training import init_ray, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,12 +62,13 @@ def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int
     final = float(rows[-1]["eval_return_mean"])
     health = {k: float(v) for k, v in rows[-1].items() if k in statistic_names() and v}
     saturation = output_saturation(health)
+    action_std = health.get("action_std")  # TD3's learner measures it; SAC's and PPO's do not
     return {"seed": seed, "final_eval_return": final, "wall_s": wall,
-            "final_action_std": health["action_std"],
+            "final_action_std": action_std,
             "final_output_saturation": None if math.isnan(saturation) else saturation,
-            "collapsed": health["action_std"] < COLLAPSED_ACTION_STD,
-            "collapsed_iterations": [int(r["env_steps"]) for r in rows
-                                     if float(r["action_std"]) < COLLAPSED_ACTION_STD],
+            "collapsed": None if action_std is None else action_std < COLLAPSED_ACTION_STD,
+            "collapsed_iterations": [int(r["env_steps"]) for r in rows if r["action_std"]
+                                     and float(r["action_std"]) < COLLAPSED_ACTION_STD],
             "env_steps": int(rows[-1]["env_steps"]),
             "env_steps_per_s": int(rows[-1]["env_steps"]) / wall,
             "evals": [(int(r["env_steps"]), float(r["eval_return_mean"])) for r in rows
@@ -73,6 +78,7 @@ def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["spikerl", "ann"])
+    p.add_argument("--algo", choices=ALGOS, default="td3")
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -96,7 +102,8 @@ def main() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     init_ray(None)
     root = Path(args.out or tempfile.mkdtemp(prefix="spikerl-bench-"))
-    options = {"spiking_backend": args.spiking_backend, "compile": args.compile,
+    options = {"algo": args.algo, "spiking_backend": args.spiking_backend,
+               "compile": args.compile,
                "precision": args.precision, "pre_tanh_penalty": args.pre_tanh_penalty,
                "actor_kwargs": args.actor_kwargs}
     report = {"benchmark": "learning", "env": args.env, "steps": args.steps, **options,
@@ -116,7 +123,7 @@ def main() -> None:
             "return_iqm": iqm(np.array(finals)), "return_iqm_ci95": [low, high],
             "wall_s_mean": statistics.mean(r["wall_s"] for r in runs),
             "env_steps_per_s_mean": statistics.mean(r["env_steps_per_s"] for r in runs),
-            "collapsed_runs": sum(r["collapsed"] for r in runs),
+            "collapsed_runs": sum(bool(r["collapsed"]) for r in runs),
         }
     emit(report, args.json_out)
 

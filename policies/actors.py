@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from policies.mlp import mlp
 from policies.spiking import (
     CurrentLIF,
     IntegratorReadout,
@@ -91,13 +92,7 @@ class MLPActor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        last = obs_dim
-        for h in hidden:
-            layers += [nn.Linear(last, h), nn.ReLU()]
-            last = h
-        layers.append(nn.Linear(last, act_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(obs_dim, hidden, act_dim)
 
     def forward(self, obs: torch.Tensor, return_spikes: bool = False, squash: bool = True
                 ) -> torch.Tensor | tuple[torch.Tensor, SpikeCounts]:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
+from policies.mlp import mlp
 
 
 class TwinQCritic(nn.Module):
@@ -20,8 +13,8 @@ class TwinQCritic(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)) -> None:
         super().__init__()
-        self.q1 = _mlp(obs_dim + act_dim, hidden, 1)
-        self.q2 = _mlp(obs_dim + act_dim, hidden, 1)
+        self.q1 = mlp(obs_dim + act_dim, hidden, 1)
+        self.q2 = mlp(obs_dim + act_dim, hidden, 1)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,14 @@ from torch import nn
 CLIP = 3.0
 
 
+def moments(batch: torch.Tensor) -> torch.Tensor:
+    """``[n, sum(x), sum(x^2)]`` of a batch ``(n, dim)`` in float64, shape ``(3, dim)``: what
+    data-parallel learners all-reduce so that every learner folds in the same statistics."""
+    x = batch.to(torch.float64)
+    n = torch.full((1, x.shape[1]), float(x.shape[0]), dtype=torch.float64, device=x.device)
+    return torch.cat([n, x.sum(0, keepdim=True), x.pow(2).sum(0, keepdim=True)])
+
+
 class RunningNormalizer(nn.Module):
     """Running mean/variance (Chan et al. parallel update) of observations."""
 
@@ -22,11 +30,8 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     def moments(self, batch: torch.Tensor) -> torch.Tensor:
-        """``[n, sum(x), sum(x^2)]`` of a batch in float64, shape ``(3, dim)``: what
-        data-parallel learners all-reduce so that every learner folds in the same statistics."""
-        x = batch.to(torch.float64).reshape(-1, self.mean.shape[0])
-        n = torch.full((1, x.shape[1]), float(x.shape[0]), dtype=torch.float64, device=x.device)
-        return torch.cat([n, x.sum(0, keepdim=True), x.pow(2).sum(0, keepdim=True)])
+        """:func:`moments` of a batch of this normalizer's observations."""
+        return moments(batch.reshape(-1, self.mean.shape[0]))
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_inten
 from spikerl_ray.errors import UserError
 from spikerl_ray.export import FORMATS as EXPORT_FORMATS
 from spikerl_ray.methods import METHODS
-from spikerl_ray.run import RunSettings
+from spikerl_ray.run import ALGOS, RunSettings
 
 
 def _number(kind: type, allow_zero: bool) -> Any:
@@ -72,12 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spikerl", description="Deep spiking reinforcement learning on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train TD3 with a spiking (or ANN) actor")
+    t = sub.add_parser("train", help="train a spiking (or ANN) actor with TD3, SAC or PPO")
     t.add_argument("--method", choices=sorted(METHODS), default=None,
                    help="network + training recipe (default: the method named like "
                    "--policy, else spikerl); explicit flags override the recipe")
     t.add_argument("--policy", choices=sorted(ACTORS), default=None,
                    help="the actor network alone (default: the method's)")
+    t.add_argument("--algo", choices=ALGOS, default="td3",
+                   help="the RL algorithm: td3 (ours, the default), sac or ppo (RLlib's own "
+                   "SAC and PPO learners with the spiking actor; a --method then gives its "
+                   "network only, docs/algorithms.md)")
     t.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id, continuous actions")
     t.add_argument("--steps", type=_positive_int, required=True, help="total env steps")
     t.add_argument("--seed", type=_non_negative_int, default=0)
@@ -199,7 +203,7 @@ def _train(args: argparse.Namespace) -> None:
     from spikerl_ray.training import train
 
     settings = RunSettings(
-        policy=args.policy, method=args.method or args.policy or "spikerl",
+        policy=args.policy, method=args.method or args.policy or "spikerl", algo=args.algo,
         pre_tanh_penalty=args.pre_tanh_penalty, env=args.env, seed=args.seed,
         env_runners=args.env_runners,
         envs_per_runner=args.envs_per_runner, learners=args.learners,

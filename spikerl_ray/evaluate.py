@@ -63,11 +63,10 @@ def _load_folder(path: Path, name: str) -> tuple[Any, dict[str, Any]]:
             raise UserError(f"checkpoint {name} has no model_config in {CHECKPOINT_INFO} "
                             "(written before spikerl-ray loaded checkpoints safely); "
                             "train it again")
-        from spikerl_ray.td3.rl_module import TD3TorchRLModule
-
         obs_space, act_space = continuous_spaces(info["env"])
-        module = TD3TorchRLModule(observation_space=obs_space, action_space=act_space,
-                                  model_config=info["model_config"])
+        module = module_class(info.get("algo", "td3"))(
+            observation_space=obs_space, action_space=act_space,
+            model_config=info["model_config"])
         state = load_state((path / MODULE_PATH / STATE_FILE).read_bytes())
         module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
     except UserError:
@@ -77,6 +76,23 @@ def _load_folder(path: Path, name: str) -> tuple[Any, dict[str, Any]]:
                         f"{type(exc).__name__}: {exc}") from None
     module.eval()
     return module, info
+
+
+def module_class(algo: str) -> type:
+    """The RLModule class that ``spikerl train --algo ALGO`` trains."""
+    if algo == "sac":
+        from spikerl_ray.sac.rl_module import SpikingSACTorchRLModule
+
+        return SpikingSACTorchRLModule
+    if algo == "ppo":
+        from spikerl_ray.ppo.rl_module import SpikingPPOTorchRLModule
+
+        return SpikingPPOTorchRLModule
+    if algo == "td3":
+        from spikerl_ray.td3.rl_module import TD3TorchRLModule
+
+        return TD3TorchRLModule
+    raise ValueError(f"unknown algo {algo!r}")
 
 
 class _StateUnpickler(pickle.Unpickler):
@@ -142,7 +158,8 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = No
         env.close()
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "episodes": episodes, "episode_length_mean": float(np.mean(lengths)),
-            "env": env_id, "policy": info["policy"], "checkpoint": str(checkpoint),
+            "env": env_id, "algo": info.get("algo", "td3"), "policy": info["policy"],
+            "checkpoint": str(checkpoint),
             "spikes": spike_statistics(module, np.asarray(seen, dtype=np.float32))}
 
 

@@ -2,7 +2,7 @@
 
 Layout of a run folder::
 
-    DIR/run.json                 settings of the run (policy, env, seed, scale, precision)
+    DIR/run.json                 settings of the run (algo, policy, env, seed, scale, ...)
     DIR/progress.csv             one row per training iteration (energy columns included)
     DIR/energy.json              the run's energy per node and device, summed over iterations
     DIR/checkpoints/iter_NNNNNN/ RLlib checkpoints (Algorithm.from_checkpoint restores them),
@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -35,6 +36,13 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_INFO = "spikerl_run.json"
 # What a run writes into its folder; --force replaces these and nothing else there.
 RUN_OUTPUTS = (RUN_FILE, PROGRESS_FILE, ENERGY_FILE, CHECKPOINT_DIR)
+ALGOS = ("td3", "sac", "ppo")
+# RunSettings fields that only TD3 reads, with their defaults (a value other than the default
+# under SAC or PPO is refused), and those PPO does not read either.
+TD3_ONLY = {"precision": None, "pre_tanh_penalty": None, "compile": None,
+            "async_sampling": False, "save_replay": False, "exploration_noise": None,
+            "allreduce_dtype": "fp32", "backend": "auto"}
+PPO_UNUSED = ("warmup_steps", "actor_lr", "critic_lr")
 PROGRESS_COLUMNS = (
     "iteration", "env_steps", "episode_return_mean", "eval_return_mean", "env_steps_per_s",
     "updates_per_s", "num_updates", "critic_loss", "actor_loss", "nonfinite_updates",
@@ -51,11 +59,14 @@ class RunSettings:
     ``method`` names a recipe of :mod:`spikerl_ray.methods` whose settings fill the fields
     left None (None: no recipe); optional TD3 settings still None then take TD3Config's
     defaults (PopSAN's schedule). ``policy`` is the network alone (None: the method's, else
-    ``spikerl``). :meth:`resolved` applies both.
+    ``spikerl``). :meth:`resolved` applies both. ``algo`` is the algorithm (:data:`ALGOS`);
+    recipes are TD3 recipes, so under SAC and PPO a method gives its network only, and
+    settings only TD3 reads (:data:`TD3_ONLY`) are refused.
     """
 
     policy: str | None = None
     method: str | None = None
+    algo: str = "td3"
     env: str = "HalfCheetah-v5"
     seed: int = 0
     env_runners: int = 0
@@ -98,48 +109,76 @@ class RunSettings:
 
     def resolved(self) -> "RunSettings":
         """A copy with the policy and the recipe's settings filled in (explicit ones kept);
-        raises ValueError for an unknown method."""
+        raises ValueError for an unknown method or algorithm, or a setting the algorithm
+        does not read."""
         from spikerl_ray.methods import get_method
 
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}")
+        unused = ([name for name, default in TD3_ONLY.items() if getattr(self, name) != default]
+                  if self.algo != "td3" else [])
+        if self.algo == "ppo":
+            unused += [name for name in PPO_UNUSED if getattr(self, name) is not None]
+        if unused:
+            raise ValueError(f"{self.algo.upper()} does not use these settings: "
+                             f"{', '.join(unused)} (they are TD3's)")
         out = replace(self)
         if self.method is not None:
             method = get_method(self.method)
             out.policy = self.policy or method.policy
             for key, value in method.settings.items():
-                if getattr(out, key) is None:
+                if getattr(out, key) is None and self.algo == "td3":
                     setattr(out, key, value)
         out.policy = out.policy or "spikerl"
-        out.precision = out.precision or "fp32"
+        if out.algo == "td3":
+            out.precision = out.precision or "fp32"
         return out
 
 
-def build_config(s: RunSettings) -> Any:
-    """The :class:`~spikerl_ray.td3.TD3Config` for a run's settings (resolved first)."""
-    from policies import actor_kwargs_for_env
+def _algo_settings(s: RunSettings) -> tuple[Any, dict[str, Any]]:
+    """The config class of ``s.algo`` and the ``training()`` settings only it takes (None
+    values: the config's default)."""
+    if s.algo == "sac":
+        from spikerl_ray.sac import SpikingSACConfig
+
+        return SpikingSACConfig, {"num_steps_random_warmup": s.warmup_steps,
+                                  "actor_lr": s.actor_lr, "critic_lr": s.critic_lr}
+    if s.algo == "ppo":
+        from spikerl_ray.ppo import SpikingPPOConfig
+
+        return SpikingPPOConfig, {}
     from spikerl_ray.td3 import TD3Config
 
+    return TD3Config, {
+        "num_steps_random_warmup": s.warmup_steps, "pre_tanh_penalty": s.pre_tanh_penalty,
+        "actor_lr": s.actor_lr, "critic_lr": s.critic_lr,
+        "exploration_noise": s.exploration_noise, "save_replay": s.save_replay,
+        "max_nonfinite_updates": s.max_nonfinite_updates, "compile_networks": s.compile,
+        "precision": s.precision, "allreduce_dtype": s.allreduce_dtype,
+        "torch_distributed_backend": None if s.backend == "auto" else s.backend,
+        "async_sampling": s.async_sampling}
+
+
+def build_config(s: RunSettings) -> Any:
+    """The RLlib config for a run's settings (resolved first): a
+    :class:`~spikerl_ray.td3.TD3Config`, :class:`~spikerl_ray.sac.SpikingSACConfig` or
+    :class:`~spikerl_ray.ppo.SpikingPPOConfig`."""
+    from policies import actor_kwargs_for_env
+
     s = s.resolved()
-    actor_kwargs = actor_kwargs_for_env(s.policy, s.env) | s.actor_kwargs
-    recipe = {"num_steps_random_warmup": s.warmup_steps, "pre_tanh_penalty": s.pre_tanh_penalty,
-              "actor_lr": s.actor_lr, "critic_lr": s.critic_lr,
-              "train_batch_size_per_learner": s.batch_size,
-              "exploration_noise": s.exploration_noise, "save_replay": s.save_replay,
-              "max_nonfinite_updates": s.max_nonfinite_updates,
-              "spiking_backend": s.spiking_backend, "compile_networks": s.compile}
-    recipe = {k: v for k, v in recipe.items() if v is not None}
+    config_class, own = _algo_settings(s)
+    shared = {"train_batch_size_per_learner": s.batch_size, "spiking_backend": s.spiking_backend}
+    recipe = {k: v for k, v in (own | shared).items() if v is not None}
     return (
-        TD3Config()
+        config_class()
         .environment(s.env)
         .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner,
                      custom_resources_per_env_runner=dict(s.env_runner_resources))
         .learners(num_learners=s.learners, num_cpus_per_learner=s.cpus_per_learner,
                   num_gpus_per_learner=s.gpus_per_learner,
                   custom_resources_per_learner=dict(s.learner_resources))
-        .training(policy=s.policy, actor_kwargs=actor_kwargs, precision=s.precision,
-                  allreduce_dtype=s.allreduce_dtype, method=s.method,
-                  torch_distributed_backend=None if s.backend == "auto" else s.backend,
-                  async_sampling=s.async_sampling)
-        .training(**recipe)
+        .training(policy=s.policy, actor_kwargs=actor_kwargs_for_env(s.policy, s.env)
+                  | s.actor_kwargs, method=s.method, **recipe)
         .evaluation(evaluation_interval=s.eval_every or None,
                     evaluation_duration=s.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
@@ -147,7 +186,10 @@ def build_config(s: RunSettings) -> Any:
         .energy(monitor=s.energy_monitor, estimate_cpu_watts=s.estimate_cpu_watts,
                 carbon_intensity=s.carbon_intensity)
         .resources(num_cpus_for_main_process=s.driver_cpus)
-        .debugging(seed=s.seed)
+        # RLlib sets its logger to log_level when the algorithm starts: keep the level the
+        # command line chose (quiet unless --verbose).
+        .debugging(seed=s.seed, log_level=logging.getLevelName(
+            logging.getLogger("ray.rllib").getEffectiveLevel()))
     )
 
 
@@ -177,7 +219,7 @@ class RunDir:
                 raise UserError(f"--resume: {self.name} holds no run to resume "
                                 f"(no {RUN_FILE})")
             stored = RunSettings.from_dict(json.loads((self.path / RUN_FILE).read_text()))
-            for key in ("policy", "env"):
+            for key in ("algo", "policy", "env"):
                 if getattr(stored, key) != getattr(settings, key):
                     raise UserError(f"--resume: {self.name} holds a run with {key}="
                                     f"{getattr(stored, key)}, not {getattr(settings, key)}")
@@ -217,7 +259,8 @@ class RunDir:
         algo.save_to_path(str(tmp.resolve()))
         if (self.path / ENERGY_FILE).exists():
             shutil.copy2(self.path / ENERGY_FILE, tmp / ENERGY_FILE)
-        info = {"env": settings.env, "policy": settings.policy, "method": settings.method,
+        info = {"env": settings.env, "algo": settings.algo, "policy": settings.policy,
+                "method": settings.method,
                 "seed": settings.seed, "iteration": iteration, "env_steps": env_steps,
                 # What spikerl evaluate builds the module from (JSON, not RLlib's pickles).
                 "model_config": algo.config.model_config,

@@ -82,7 +82,10 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
          updates_before: float) -> dict[str, Any]:
     learner = result.get("learners", {}).get("default_policy", {})
     steps = result.get("num_env_steps_sampled_lifetime", 0)
-    updates = learner.get("num_gradient_updates_lifetime", 0)
+    updates = learner.get("num_gradient_updates_lifetime")
+    if updates is None:  # RLlib's learners (SAC, PPO) count samples: one update per batch
+        batch = learner.get("module_train_batch_size_mean") or 1
+        updates = round(learner.get("num_module_steps_trained_lifetime", 0) / batch)
     eval_ret = (result.get("evaluation", {}).get("env_runners", {}).get("episode_return_mean")
                 if evaluated else None)
     energy = result.get("energy") or {}
@@ -94,8 +97,10 @@ def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: flo
         "env_steps_per_s": (steps - steps_before) / wall if wall > 0 else math.nan,
         "updates_per_s": (updates - updates_before) / wall if wall > 0 else math.nan,
         "num_updates": int(updates),
-        "critic_loss": learner.get("critic_loss"),
-        "actor_loss": learner.get("actor_loss"),
+        # TD3's losses; SAC's Q loss or PPO's value loss; SAC's and PPO's policy loss.
+        "critic_loss": next((learner[k] for k in ("critic_loss", "qf_loss", "vf_loss")
+                             if k in learner), None),
+        "actor_loss": learner.get("actor_loss", learner.get("policy_loss")),
         **{k: None if learner.get(k) is None else int(learner[k])
            for k in ("nonfinite_updates", "nonfinite_transitions")},
         "time_s": result.get("time_total_s"),

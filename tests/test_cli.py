@@ -167,6 +167,11 @@ def test_evaluate_never_unpickles_code_from_the_module_state(run_dir, tmp_path, 
       "--backend", "nccl"], "NCCL backend needs GPU learners"),
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
       "--async-sampling"], "it needs num_env_runners >= 1 (--env-runners)"),
+    # TD3's settings under RLlib's SAC and PPO.
+    (["train", "--algo", "sac", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
+      "--precision", "bf16"], "SAC does not use these settings: precision"),
+    (["train", "--algo", "ppo", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
+      "--warmup-steps", "100"], "PPO does not use these settings: warmup_steps"),
     # Outputs at a URI (spikerl_ray.storage).
     (["train", "--env", "Pendulum-v1", "--steps", "10", "--out", "nosuchfs://bucket/r"],
      "cannot use storage URI nosuchfs://bucket/r: Unrecognized filesystem type"),
@@ -190,6 +195,7 @@ def test_bad_input_one_line_and_nonzero_exit(argv, message, tmp_path, capsys, ra
     (["train", "--steps", "-5", "--out", "x"], "must be positive"),
     (["train", "--steps", "10", "--out", "x", "--precision", "fp8"], "invalid choice"),
     (["train", "--steps", "10", "--out", "x", "--spiking-backend", "cuda"], "invalid choice"),
+    (["train", "--steps", "10", "--out", "x", "--algo", "dqn"], "invalid choice: 'dqn'"),
 ])
 def test_bad_flags_exit_through_argparse(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -283,3 +289,46 @@ def test_export_nir_of_a_trained_checkpoint(run_dir, tmp_path, capsys):
     outputs, _ = run_snntorch(import_snntorch(graph), host.encode(torch.as_tensor(obs)))
     expected = module.forward_inference({"obs": torch.as_tensor(obs)})["actions"]
     assert torch.equal(host.decode(outputs), expected)
+
+
+@pytest.mark.parametrize("algo, steps", [("sac", 2000), ("ppo", 2048)])
+def test_train_evaluate_and_export_under_rllibs_sac_and_ppo(algo, steps, tmp_path, capsys,
+                                                             ray_session):
+    """``spikerl train --algo sac|ppo`` with the spiking actor, then ``evaluate`` and
+    ``export`` on its checkpoint, as for TD3; a resume with another algorithm is refused."""
+    import nir
+    from nir_runners import import_snntorch, run_snntorch
+
+    from policies.nir_export import HostSide
+    from spikerl_ray.evaluate import load_module
+
+    out = tmp_path / algo
+    argv = ["train", "--algo", algo, "--policy", "spikerl", "--env", "Pendulum-v1", "--out",
+            str(out), "--eval-every", "1", "--eval-episodes", "2", "--no-progress"]
+    assert main([*argv, "--steps", str(steps)]) == 0
+    rows = _rows(out)
+    assert int(rows[-1]["env_steps"]) == steps
+    assert np.isfinite(float(rows[-1]["eval_return_mean"]))
+    assert float(rows[-1]["critic_loss"]) > 0 and rows[-1]["actor_loss"]
+    assert int(rows[-1]["num_updates"]) > 0
+    assert json.loads((out / "run.json").read_text())["algo"] == algo
+    ckpt = sorted((out / "checkpoints").iterdir())[-1]
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["algo"] == algo and np.isfinite(result["return_mean"])
+    assert result["spikes"]["synaptic_ops"] > 0
+    # The exported spiking network acts as the checkpoint's deterministic policy does.
+    assert main(["export", str(ckpt), "--format", "nir", "--out", str(tmp_path / "a.nir")]) == 0
+    module, _ = load_module(ckpt)
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(50, 3)), dtype=torch.float32)
+    graph = nir.read(tmp_path / "a.nir")
+    host = HostSide(graph.metadata)
+    outputs, _ = run_snntorch(import_snntorch(graph), host.encode(obs))
+    assert torch.allclose(host.decode(outputs),
+                          module.forward_inference({"obs": obs})["actions"], atol=1e-6)
+    other = "ppo" if algo == "sac" else "sac"
+    capsys.readouterr()
+    assert main(["train", "--algo", other, "--policy", "spikerl", "--env", "Pendulum-v1",
+                 "--out", str(out), "--steps", str(2 * steps), "--resume"]) == 2
+    assert f"holds a run with algo={algo}, not {other}" in capsys.readouterr().err

@@ -39,6 +39,12 @@ BAD = [
      "be greater than 0"),
     ("method", GOOD.replace("[spikerl, ann]", "[spikerl, snn9000]"),
      "methods: unknown method 'snn9000'"),
+    ("algo", GOOD.replace("[spikerl, ann]", "[spikerl, spikerl/dqn]"),
+     "methods: spikerl/dqn: unknown algorithm 'dqn'"),
+    ("algo-method", GOOD.replace("[spikerl, ann]", "[spikerl, snn/sac]"),
+     "methods: unknown method 'snn'"),
+    ("twice", GOOD.replace("[spikerl, ann]", "[ann/sac, ann/sac]"),
+     "methods: a method entry is listed twice"),
     ("env", GOOD.replace("Pendulum-v1", "NoSuchEnv-v0"), "envs: unknown environment"),
     ("discrete", GOOD.replace("Pendulum-v1", "CartPole-v1"), "envs: "),
     ("nested", GOOD + "resources: {learners: 2, gpus: 1}\n", "resources.gpus: unknown key"),
@@ -139,7 +145,8 @@ def test_smoke_experiment_runs_every_trial(smoke_run):
         assert _finished(trial, 3000)
         assert list(trial.glob("checkpoint_*")), trial
         config = json.loads((trial / "params.json").read_text())
-        assert config["precision"] == ("bf16" if config["method"] == "spikerl" else "fp32")
+        assert config["algorithm"]["precision"] == ("bf16" if config["method"] == "spikerl"
+                                                    else "fp32")
 
 
 @pytest.mark.slow

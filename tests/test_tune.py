@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from spikerl_ray.run import RunSettings, build_config
 from tests.fast_start import FAST_START
 
@@ -25,3 +28,27 @@ def test_tuner_runs_td3_by_name(tmp_path, ray_session):
         assert result.metrics["num_env_steps_sampled_lifetime"] >= 2000
         assert result.metrics["learners"]["default_policy"]["num_gradient_updates_lifetime"] > 0
         assert "episode_return_mean" in result.metrics["evaluation"]["env_runners"]
+
+
+def test_one_experiment_trains_td3_sac_and_ppo_trials(tmp_path, ray_session):
+    """Method entries ``METHOD/ALGO`` put RLlib's SAC and PPO beside TD3 in one Tuner; the
+    experiment's TD3-only settings (``compile``) are left out of their trials."""
+    from spikerl_ray.experiments.schema import Experiment
+    from spikerl_ray.experiments.tune import run_experiment
+    from spikerl_ray.report.tables import tidy_table
+
+    exp = Experiment(name="algos", methods=["ann", "ann/sac", "ann/ppo"], envs=["Pendulum-v1"],
+                     seeds=[0], env_steps=2000, evaluation={"every": 1, "episodes": 1},
+                     settings={"warmup_steps": 1000, "compile": False, "energy_monitor": False},
+                     storage_path=str(tmp_path))
+    results = run_experiment(exp, verbose=0)
+    assert results.num_errors == 0 and len(results) == 3
+    trials = {json.loads((Path(r.path) / "params.json").read_text())["method"]: r
+              for r in results}
+    assert {m: r.config["method"] for m, r in trials.items()} == {m: m for m in trials}
+    losses = {m: set(r.metrics["learners"]["default_policy"]) for m, r in trials.items()}
+    assert "critic_loss" in losses["ann"] and "qf_loss" in losses["ann/sac"] and \
+        "vf_loss" in losses["ann/ppo"]
+    table = tidy_table(tmp_path / "algos")
+    assert sorted(table["method"].unique()) == ["ann", "ann/ppo", "ann/sac"]
+    assert table.groupby("method")["eval_return"].count().min() >= 1

@@ -27,6 +27,7 @@ from pydantic import (
 
 from spikerl_ray.errors import UserError
 from spikerl_ray.methods import METHODS
+from spikerl_ray.run import ALGOS
 
 # What a search space may vary, and the type of its values: RunSettings fields, and the
 # spiking actor's encoder population size and timesteps (actor constructor arguments).
@@ -39,6 +40,13 @@ METRICS = {
     "train_return": "env_runners/episode_return_mean",
     "eval_return": "evaluation/env_runners/episode_return_mean",
 }
+
+
+def split_entry(entry: str) -> tuple[str, str]:
+    """A ``methods`` entry, ``METHOD`` (trained with TD3) or ``METHOD/ALGO`` (the method's
+    network trained with ``ALGO``), as ``(method, algo)``."""
+    method, _, algo = entry.partition("/")
+    return method, algo or "td3"
 
 
 class ExperimentError(UserError):
@@ -147,10 +155,16 @@ class Experiment(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r}; choose from "
-                             f"{', '.join(sorted(METHODS))}")
+        for entry in value:
+            method, algo = split_entry(entry)
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r}; choose from "
+                                 f"{', '.join(sorted(METHODS))}")
+            if algo not in ALGOS:
+                raise ValueError(f"{entry}: unknown algorithm {algo!r}; choose from "
+                                 f"{', '.join(ALGOS)}")
+        if len(set(value)) < len(value):
+            raise ValueError("a method entry is listed twice")
         return value
 
     @field_validator("envs")

@@ -1,50 +1,103 @@
-"""``spikerl tune``: runs an experiment with ``tune.Tuner`` on the registered ``"TD3"``.
+"""``spikerl tune``: runs an experiment with ``tune.Tuner`` on the registered ``"spikerl"``
+trainable, which is TD3, SpikingSAC or SpikingPPO by each trial's ``algo``
+(:class:`TrialAlgorithm`).
 
-Every method x environment x seed (x search sample) is one trial of the registered algorithm:
-the grid over ``method``, ``env`` and ``seed`` and the search spaces are Tune's own, and each
-trial's complete TD3 config is derived from them with ``tune.sample_from`` (the method's recipe,
-the experiment's resources and settings, the sampled values), through the same
-:func:`~spikerl_ray.run.build_config` as ``spikerl train``. Trials are named
-``METHOD_ENV_sSEED_ID``; Tune's own progress output shows them with their metrics; Tune keeps
-one checkpoint per trial every ``checkpoint_every`` iterations and at the end; a failing trial is
-retried up to ``max_failures`` times from its last checkpoint (Tune's ``FailureConfig``) while the
-others run on; ``--resume`` continues an interrupted experiment with ``Tuner.restore``,
-re-running only unfinished or failed trials.
+Every method entry x environment x seed (x search sample) is one trial: the grid over
+``method``, ``env`` and ``seed`` and the search spaces are Tune's own, and each trial's complete
+algorithm config is derived from them with ``tune.sample_from`` (the method's recipe, the
+experiment's resources and settings, the sampled values), through the same
+:func:`~spikerl_ray.run.build_config` as ``spikerl train``. An entry ``METHOD`` trains with TD3,
+``METHOD/ALGO`` the method's network with RLlib's SAC or PPO (:data:`spikerl_ray.run.ALGOS`).
+Trials are named ``METHOD_ENV_sSEED_ID`` (``METHOD-ALGO_...``); Tune's own progress output shows
+them with their metrics; Tune keeps one checkpoint per trial every ``checkpoint_every``
+iterations and at the end; a failing trial is retried up to ``max_failures`` times from its
+last checkpoint (Tune's ``FailureConfig``) while the others run on; ``--resume`` continues an
+interrupted experiment with ``Tuner.restore``, re-running only unfinished or failed trials.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Any
 
-from policies import build_actor
-from spikerl_ray.experiments.schema import METRICS, Experiment, ExperimentError
-from spikerl_ray.methods import METHODS
-from spikerl_ray.run import RunSettings, build_config
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.tune.registry import register_trainable
 
-TRAINABLE = "TD3"
+from policies import build_actor
+from spikerl_ray.experiments.schema import METRICS, Experiment, ExperimentError, split_entry
+from spikerl_ray.methods import METHODS
+from spikerl_ray.run import PPO_UNUSED, TD3_ONLY, RunSettings, build_config
+
+TRAINABLE = "spikerl"
 # Search spaces that are actor constructor arguments rather than RunSettings fields.
 ACTOR_ARGS = {"encoder_pop": "encoder_pop", "timesteps": "timesteps"}
 
 
-def trial_settings(exp: Experiment, method: str, env: str, seed: int,
+def algorithm_class(algo: str) -> type:
+    """The Algorithm class that trains ``algo`` (:data:`spikerl_ray.run.ALGOS`)."""
+    if algo == "sac":
+        from spikerl_ray.sac import SpikingSAC
+
+        return SpikingSAC
+    if algo == "ppo":
+        from spikerl_ray.ppo import SpikingPPO
+
+        return SpikingPPO
+    from spikerl_ray.td3 import TD3
+
+    return TD3
+
+
+class TrialAlgorithm(Algorithm):
+    """Tune's trainable for experiments. A trial's config holds its identity (``method``,
+    ``env``, ``seed``, ``search``) and under ``algorithm`` its complete algorithm config; the
+    trainable becomes :class:`~spikerl_ray.td3.TD3`, :class:`~spikerl_ray.sac.SpikingSAC` or
+    :class:`~spikerl_ray.ppo.SpikingPPO` by that config's ``algo`` when constructed, so that
+    one Tuner runs trials of all three (Tune takes one trainable per Tuner). Its resource
+    request is that of the algorithm it becomes."""
+
+    def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
+        cls, algorithm_config = _split(config)
+        self.__class__ = cls
+        cls.__init__(self, config=algorithm_config, **kwargs)
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any]) -> Any:
+        algo_class, algorithm_config = _split(config)
+        return algo_class.default_resource_request(algorithm_config)
+
+
+def _split(config: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """A trial config's Algorithm class and the config dict it is built from."""
+    algorithm = dict(config["algorithm"])
+    return algorithm_class(algorithm.pop("algo")), algorithm
+
+
+register_trainable(TRAINABLE, TrialAlgorithm)
+
+
+def trial_settings(exp: Experiment, entry: str, env: str, seed: int,
                    sampled: dict[str, Any]) -> RunSettings:
-    """The run settings of one trial: the method's recipe, overridden by the experiment's
-    settings and precision, overridden by the sampled search values. The experiment's
-    learners apply to data-parallel methods only; the others train with one local learner."""
+    """The run settings of one trial of a method entry (``METHOD`` or ``METHOD/ALGO``): the
+    method's recipe, overridden by the experiment's settings and precision, overridden by the
+    sampled search values. The experiment's learners apply to data-parallel methods only; the
+    others train with one local learner. Settings the entry's algorithm does not read (TD3's,
+    under SAC and PPO) are left out for it."""
+    method, algo = split_entry(entry)
     res = exp.resources
-    explicit = {k: v for k, v in exp.settings.model_dump().items() if v is not None}
+    unused = set() if algo == "td3" else set(TD3_ONLY) | (
+        set(PPO_UNUSED) if algo == "ppo" else set())
+    explicit = {k: v for k, v in exp.settings.model_dump().items()
+                if v is not None and k not in unused}
     fields = {k: v for k, v in sampled.items() if k not in ACTOR_ARGS}
     return RunSettings(
-        method=method, env=env, seed=seed,
+        method=method, algo=algo, env=env, seed=seed,
         learners=res.learners if METHODS[method].data_parallel else 0,
         cpus_per_learner=res.cpus_per_learner, gpus_per_learner=res.gpus_per_learner,
         env_runners=res.env_runners, envs_per_runner=res.envs_per_runner,
         learner_resources=res.learner_resources, env_runner_resources=res.env_runner_resources,
         eval_every=exp.evaluation.every, eval_episodes=exp.evaluation.episodes,
-        precision=exp.precision,
+        precision=exp.precision if algo == "td3" else None,
         actor_kwargs={ACTOR_ARGS[k]: v for k, v in sampled.items() if k in ACTOR_ARGS},
         **explicit | fields)
 
@@ -62,28 +115,23 @@ def _domain(space: Any) -> Any:
 
 
 def param_space(exp: Experiment) -> dict[str, Any]:
-    """Tune's search space: grids over ``method``, ``env`` and ``seed``, the experiment's
-    search spaces under ``search``, and every other config key derived per trial."""
+    """Tune's search space: grids over ``method`` (the entries), ``env`` and ``seed``, the
+    experiment's search spaces under ``search``, and under ``algorithm`` the trial's complete
+    config (``AlgorithmConfig.to_dict()`` plus its ``algo``), derived per trial."""
     from ray import tune
 
-    @functools.lru_cache(maxsize=None)
-    def config_of(method: str, env: str, seed: int, sampled: str) -> dict[str, Any]:
-        settings = trial_settings(exp, method, env, seed, json.loads(sampled))
-        return build_config(settings).to_dict()
+    def algorithm(config: dict[str, Any]) -> dict[str, Any]:
+        sampled = {k: config["search"][k] for k in exp.search}
+        settings = trial_settings(exp, config["method"], config["env"], config["seed"],
+                                  sampled).resolved()
+        # The config's method label is the entry, as reports name it.
+        return build_config(settings).to_dict() | {"algo": settings.algo,
+                                                   "method": config["method"]}
 
-    def derived(key: str) -> Any:
-        def value(config: dict[str, Any]) -> Any:
-            sampled = json.dumps({k: config["search"][k] for k in exp.search}, sort_keys=True)
-            return config_of(config["method"], config["env"], config["seed"], sampled)[key]
-
-        return tune.sample_from(value)
-
-    probe = trial_settings(exp, exp.methods[0], exp.envs[0], exp.seeds[0], {})
-    space: dict[str, Any] = {key: derived(key) for key in build_config(probe).to_dict()}
-    space.update(method=tune.grid_search(exp.methods), env=tune.grid_search(exp.envs),
-                 seed=tune.grid_search(exp.seeds),
-                 search={k: _domain(v) for k, v in exp.search.items()})
-    return space
+    return {"method": tune.grid_search(exp.methods), "env": tune.grid_search(exp.envs),
+            "seed": tune.grid_search(exp.seeds),
+            "search": {k: _domain(v) for k, v in exp.search.items()},
+            "algorithm": tune.sample_from(algorithm)}
 
 
 def check_trials(exp: Experiment) -> None:
@@ -105,7 +153,7 @@ def check_trials(exp: Experiment) -> None:
 
 def _trial_name(trial: Any) -> str:
     c = trial.config
-    return f"{c['method']}_{c['env']}_s{c['seed']}_{trial.trial_id}"
+    return f"{c['method'].replace('/', '-')}_{c['env']}_s{c['seed']}_{trial.trial_id}"
 
 
 def storage_root(exp: Experiment, out: str | None) -> str:
@@ -130,8 +178,6 @@ def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = Fa
     """Runs (or with ``resume`` continues) the experiment; returns Tune's ResultGrid."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    import spikerl_ray.td3  # noqa: F401  (registers "TD3" with Tune)
 
     root = storage_root(exp, out)
     path = f"{root.rstrip('/')}/{exp.name}"

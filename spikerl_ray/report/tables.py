@@ -44,6 +44,8 @@ def _get(d: dict[str, Any], path: str) -> Any:
 
 def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
     config = json.loads((trial_dir / "params.json").read_text())
+    # The algorithm's config (TD3's flat in the trial config in experiments before SAC/PPO).
+    algorithm = config.get("algorithm", config)
     rows, last_steps, last_time = [], 0.0, 0.0
     with (trial_dir / "result.json").open() as f:
         for line in f:
@@ -61,8 +63,9 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
                 "eval_return": _get(r, "evaluation/env_runners/episode_return_mean"),
                 "env_steps_per_s": ((steps - last_steps) / (wall - last_time)
                                     if wall > last_time else math.nan),
-                "wall_time_s": wall, "learners": max(int(config.get("num_learners", 0)), 1),
-                "precision": config.get("precision", "fp32"),
+                "wall_time_s": wall,
+                "learners": max(int(algorithm.get("num_learners", 0)), 1),
+                "precision": algorithm.get("precision", "fp32"),
             }
             row.update({f"search.{k}": v for k, v in (config.get("search") or {}).items()})
             energy = r.get("energy") or {}
@@ -77,7 +80,9 @@ def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
     progress = pd.read_csv(run_dir / "progress.csv")
     return [{
         "experiment": name, "trial": name,
-        "method": settings.get("method") or settings.get("policy"),
+        # Named as an experiment's method entry: METHOD, or METHOD/ALGO under SAC or PPO.
+        "method": (settings.get("method") or settings.get("policy")) + (
+            "" if settings.get("algo", "td3") == "td3" else f"/{settings['algo']}"),
         "env": settings.get("env"), "seed": settings.get("seed"),
         "iteration": int(p["iteration"]), "env_steps": int(p["env_steps"]),
         "train_return": p["episode_return_mean"], "eval_return": p["eval_return_mean"],

@@ -9,7 +9,6 @@ an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable
 from unittest import mock
 
@@ -33,12 +32,10 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune.registry import register_trainable
 
-from policies import ACTORS
-from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
 from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
 from spikerl_ray.core.replay import TRANSITION_KEYS
-from spikerl_ray.energy.accounting import DEFAULT_CARBON_INTENSITY
-from spikerl_ray.resources import set_torch_threads
+from spikerl_ray.core.actor_config import ActorSettings
+from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
 TD3_LEARNERS_STATE = "td3_learners"  # the learners' random state (and replay), in checkpoints
@@ -46,7 +43,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_TAG = "td3_sample"  # tags the overlapped sampling requests among a runner's calls
 
 
-class TD3Config(AlgorithmConfig):
+class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
     """Configuration of :class:`TD3`.
 
     Example::
@@ -61,19 +58,13 @@ class TD3Config(AlgorithmConfig):
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or TD3)
-        # The method (spikerl_ray.methods) these settings came from, if any: a label for
-        # experiments and reports; the settings themselves are the fields below.
-        self.method: str | None = None
-        # Networks.
-        self.policy = "spikerl"
-        self.actor_kwargs: dict[str, Any] = {}
+        # Networks: method (a label), policy, actor_kwargs, spiking_backend, critic_hiddens.
+        self._init_actor_settings()
         # The fastest configuration whose learning is shown to match plain fp32
         # (docs/performance.md): compiled networks (the torch backend), in fp32; bf16 autocast
         # is opt-in (precision "bf16", or "auto": where the device computes it natively).
         # Without a working torch.compile, `validate` falls back to the eager fused backend.
-        self.spiking_backend = "auto"
         self.compile_networks = True
-        self.critic_hiddens = (256, 256)
         # PopSAN TD3 schedule (REFERENCE.md).
         self.actor_lr = 1e-4
         self.critic_lr = 1e-3
@@ -108,9 +99,7 @@ class TD3Config(AlgorithmConfig):
         # is simply missing from that step (docs/reliability.md).
         self.restart_failed_env_runners = True
         # Energy (spikerl_ray.energy): a monitor on every node the run uses.
-        self.energy_monitor = True
-        self.estimate_cpu_watts: float | None = None
-        self.carbon_intensity = DEFAULT_CARBON_INTENSITY
+        self._init_energy_settings()
         self.normalize_actions = True
         self.clip_actions = False
         from spikerl_ray.td3.env_runner import TD3EnvRunner
@@ -200,39 +189,11 @@ class TD3Config(AlgorithmConfig):
                 setattr(self, name, value)
         return self
 
-    def energy(self, *, monitor: bool | None = NotProvided,
-               estimate_cpu_watts: float | None = NotProvided,
-               carbon_intensity: float | None = NotProvided) -> "TD3Config":
-        """Sets the energy measurement (docs/energy.md).
-
-        Args:
-            monitor: run a monitor on every node the run uses (env runners, learners, the
-                driver), read at the start and end of every iteration; the result's
-                ``energy`` entry then holds joules per node and device with their source.
-            estimate_cpu_watts: where RAPL cannot be read, charge this many watts per busy
-                core of the run's processes, labelled ``estimate`` (None: no estimate).
-            carbon_intensity: gCO2e per kWh for the carbon figures (default 475, the world
-                average of 2019; ``spikerl_ray.energy.CARBON_REGIONS`` has named regions).
-        """
-        for name, value in (("energy_monitor", monitor),
-                            ("estimate_cpu_watts", estimate_cpu_watts),
-                            ("carbon_intensity", carbon_intensity)):
-            if value is not NotProvided:
-                setattr(self, name, value)
-        return self
-
     @override(AlgorithmConfig)
     def validate(self) -> None:
-        # TD3 exists only on the new API stack: consume RLlib's one-time "new API stack is
-        # the new default" notice, which would otherwise precede our own messages.
-        log_once(f"{self.algo_class.__name__}_on_new_api_stack")
+        self._quiet_new_stack_notice()
         super().validate()
-        if self.policy not in ACTORS:
-            self._value_error(f"unknown policy {self.policy!r}; choose one of "
-                              f"{', '.join(sorted(ACTORS))}")
-        if self.spiking_backend not in SPIKING_BACKENDS:
-            self._value_error(f"spiking_backend must be one of {SPIKING_BACKENDS}, got "
-                              f"{self.spiking_backend!r}")
+        self._validate_actor_settings()
         if self.precision not in PRECISION_CHOICES:
             self._value_error(f"precision must be one of {PRECISION_CHOICES}, got "
                               f"{self.precision!r}")
@@ -258,13 +219,7 @@ class TD3Config(AlgorithmConfig):
                               "it needs num_env_runners >= 1 (--env-runners)")
         if self.pre_tanh_penalty is None or self.pre_tanh_penalty < 0:
             self._value_error(f"pre_tanh_penalty must be >= 0, got {self.pre_tanh_penalty!r}")
-        if self.estimate_cpu_watts is not None and not self.estimate_cpu_watts > 0:
-            self._value_error(f"estimate_cpu_watts must be positive, got "
-                              f"{self.estimate_cpu_watts!r}")
-        if not (isinstance(self.carbon_intensity, (int, float))
-                and self.carbon_intensity >= 0):
-            self._value_error(f"carbon_intensity must be gCO2e/kWh >= 0, got "
-                              f"{self.carbon_intensity!r}")
+        self._validate_energy_settings()
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
@@ -314,11 +269,8 @@ class TD3Config(AlgorithmConfig):
     @property
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        return super()._model_config_auto_includes | {
-            "policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
-            "spiking_backend": self.spiking_backend,
+        return super()._model_config_auto_includes | self._actor_model_config() | {
             "compile_networks": bool(self.compile_networks),
-            "critic_hiddens": tuple(self.critic_hiddens),
             "exploration_noise": self.exploration_noise}
 
 
@@ -376,16 +328,23 @@ def _sampler(random_actions: bool, by_reference: bool) -> Callable[[Any], Fragme
     return sample
 
 
+def sample_fragments(algo: Algorithm, random_actions: bool, by_reference: bool
+                     ) -> list[Fragment]:
+    """One fragment from every env runner of ``algo`` (remote ones, else the local one),
+    remote ones by reference if ``by_reference``. A remote runner that failed is left out
+    (RLlib marks it unhealthy and restores it before the next step), so only fragments that
+    arrived are stored and counted."""
+    if algo.env_runner_group.num_remote_env_runners() > 0:
+        return algo.env_runner_group.foreach_env_runner(
+            _sampler(random_actions, by_reference=by_reference), local_env_runner=False)
+    return [_sampler(random_actions, by_reference=False)(algo.env_runner)]
+
+
 def _add_and_train_own_route(learner: Any, routes: list, num_updates: int) -> dict:
     return learner.add_and_train(gather(*routes[learner._learner_index]), num_updates)
 
 
-def _where(_: Any = None) -> tuple[str, int]:
-    """The node id and process id of the caller (an env runner, a learner, the driver)."""
-    return ray.get_runtime_context().get_node_id(), os.getpid()
-
-
-class TD3(Algorithm):
+class TD3(MeteredAlgorithm):
     """TD3 with a learner-side replay memory; see :class:`TD3Config`."""
 
     @classmethod
@@ -394,47 +353,14 @@ class TD3(Algorithm):
         return TD3Config()
 
     @override(Algorithm)
-    def setup(self, config: TD3Config) -> None:
-        # The driver holds the local env runner and learner, if any (RLlib's request for it).
-        set_torch_threads(config, "driver")
-        super().setup(config)
-        self._energy_meter = None
-        if self.config.energy_monitor:
-            from spikerl_ray.energy.meter import EnergyMeter
-
-            self._energy_meter = EnergyMeter(self._processes(), self.config.estimate_cpu_watts,
-                                             self.config.carbon_intensity)
-
-    def _processes(self) -> dict[str, list[int]]:
-        """The run's processes by node: the driver, remote env runners and learners."""
-        places = [_where()]
-        if self.env_runner_group.num_remote_env_runners() > 0:
-            places += self.env_runner_group.foreach_env_runner(_where, local_env_runner=False)
-        if not self.learner_group.is_local:
-            places += [r.get() for r in self.learner_group.foreach_learner(_where)]
-        nodes: dict[str, list[int]] = {}
-        for node, pid in places:
-            nodes.setdefault(node, []).append(pid)
-        return nodes
-
-    @override(Algorithm)
     def step(self) -> dict:
-        """One iteration (RLlib's), then the actor's statistics (once per iteration) and the
-        energy every node used in it."""
-        steps_key = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
-        before = self.metrics.peek(steps_key, default=0)
-        if self._energy_meter is not None:
-            self._energy_meter.begin()
+        """One metered iteration, then the actor's statistics (once per iteration)."""
         results = super().step()
         # Learners hold identical weights (DDP), so the first one's statistics are the actor's.
         health = [r.get() for r in self.learner_group.foreach_learner(
             lambda learner: learner.actor_health())]
-        learner_results = results.setdefault(LEARNER_RESULTS, {}).setdefault(DEFAULT_MODULE_ID,
-                                                                             {})
-        learner_results.update(health[0])
-        if self._energy_meter is not None:
-            steps = int(self.metrics.peek(steps_key, default=0) - before)
-            results["energy"] = self._energy_meter.end(steps)
+        results.setdefault(LEARNER_RESULTS, {}).setdefault(DEFAULT_MODULE_ID, {}).update(
+            health[0])
         return results
 
     @override(Algorithm)
@@ -466,32 +392,8 @@ class TD3(Algorithm):
                                             NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
         self.env_runner_group.foreach_env_runner(lambda runner: runner.reseed(generation))
 
-    @override(Algorithm)
-    def cleanup(self) -> None:
-        if getattr(self, "_energy_meter", None) is not None:
-            self._energy_meter.close()
-            self._energy_meter = None
-        super().cleanup()
-
-    @override(Algorithm)
-    def restore_env_runners(self, env_runner_group: Any) -> list[int]:
-        """RLlib's restore, then the energy meter also follows the restarted runners'
-        processes (their pids are new)."""
-        restored = super().restore_env_runners(env_runner_group)
-        if restored and self._energy_meter is not None and env_runner_group is \
-                self.env_runner_group:
-            self._energy_meter.track(env_runner_group.foreach_env_runner(
-                _where, local_env_runner=False, remote_worker_ids=restored))
-        return restored
-
     def _sample_fragments(self, random_actions: bool) -> list[Fragment]:
-        """One fragment from every env runner (remote ones, else the local one). A remote
-        runner that failed is left out (RLlib marks it unhealthy and restores it before the
-        next step), so only fragments that arrived are stored and counted."""
-        if self.env_runner_group.num_remote_env_runners() > 0:
-            return self.env_runner_group.foreach_env_runner(
-                _sampler(random_actions, by_reference=True), local_env_runner=False)
-        return [_sampler(random_actions, by_reference=False)(self.env_runner)]
+        return sample_fragments(self, random_actions, by_reference=True)
 
     def _sample_overlapped(self, lifetime: int) -> list[Fragment]:
         """Collects the fragments requested in the last iteration (requesting them now if

@@ -1,0 +1,52 @@
+"""The actor settings every algorithm config of ours has (TD3Config, SpikingSACConfig,
+SpikingPPOConfig): which network of :mod:`policies` acts, how its spiking layers run, the
+critics' size, and the method the settings came from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.util import log_once
+
+from policies import ACTORS
+from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
+
+ACTOR_SETTINGS = ("method", "policy", "actor_kwargs", "spiking_backend", "critic_hiddens")
+
+
+class ActorSettings:
+    """Mixin for an :class:`AlgorithmConfig`: the :data:`ACTOR_SETTINGS`, taken by
+    ``training()``, checked by ``validate()`` and put in the module's ``model_config``."""
+
+    def _init_actor_settings(self) -> None:
+        self.method: str | None = None  # a label for experiments and reports
+        self.policy = "spikerl"
+        self.actor_kwargs: dict[str, Any] = {}
+        # Networks run eagerly under RLlib's learners: "auto" is the fused BPTT backend.
+        self.spiking_backend = "auto"
+        self.critic_hiddens: tuple[int, ...] = (256, 256)
+
+    def _take_actor_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Sets the actor settings found in ``kwargs``; returns the other entries."""
+        for name in ACTOR_SETTINGS:
+            if name in kwargs:
+                setattr(self, name, kwargs.pop(name))
+        return kwargs
+
+    def _quiet_new_stack_notice(self) -> None:
+        """Consumes RLlib's one-time "running on the new API stack" notice for this
+        algorithm (it exists only there), which would otherwise precede our own messages."""
+        log_once(f"{self.algo_class.__name__}_on_new_api_stack")
+
+    def _validate_actor_settings(self) -> None:
+        if self.policy not in ACTORS:
+            self._value_error(f"unknown policy {self.policy!r}; choose one of "
+                              f"{', '.join(sorted(ACTORS))}")
+        if self.spiking_backend not in SPIKING_BACKENDS:
+            self._value_error(f"spiking_backend must be one of {SPIKING_BACKENDS}, got "
+                              f"{self.spiking_backend!r}")
+
+    def _actor_model_config(self) -> dict[str, Any]:
+        return {"policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
+                "spiking_backend": self.spiking_backend,
+                "critic_hiddens": tuple(self.critic_hiddens)}
