@@ -177,6 +177,27 @@ def test_two_learners_stay_identical_under_rllibs_ddp(algo, ray_session):
         algo_.stop()
 
 
+def test_sac_learns_from_remote_env_runners(ray_session):
+    """Fragments of a remote env runner (2 envs) reach the driver's replay and the learner's
+    normalizer, each transition once."""
+    settings = RunSettings(algo="sac", policy="ann", env="Pendulum-v1", env_runners=1,
+                           envs_per_runner=2, warmup_steps=200, eval_every=0,
+                           energy_monitor=False, batch_size=32)
+    config = (build_config(settings).reporting(min_sample_timesteps_per_iteration=400)
+              .training(num_steps_sampled_before_learning_starts=200))
+    algo = config.build_algo()
+    try:
+        for _ in range(2):
+            result = algo.train()
+        steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
+        assert steps == 800 and len(algo._replay) == steps
+        count = algo.learner_group._learner.module["default_policy"].obs_normalizer.count
+        assert count.item() == steps
+        assert result["learners"]["default_policy"]["num_module_steps_trained_lifetime"] > 0
+    finally:
+        algo.stop()
+
+
 @pytest.mark.slow
 def test_spiking_sac_learns_pendulum_within_25k_steps(ray_session):
     """The issue's bar: spiking SAC (``spikerl`` actor) above -400 on Pendulum-v1 within

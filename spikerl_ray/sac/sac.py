@@ -126,8 +126,7 @@ class SpikingSAC(MeteredAlgorithm, SAC):
     @override(SAC)
     def setup(self, config: SpikingSACConfig) -> None:
         super().setup(config)
-        obs_space, act_space = self.env_runner.env.single_observation_space, \
-            self.env_runner.env.single_action_space
+        obs_space, act_space = self.env_runner_group.get_spaces()[DEFAULT_MODULE_ID]
         self._replay = TransitionReplay(config.replay_capacity, int(obs_space.shape[0]),
                                         int(act_space.shape[0]), seed=config.seed)
 
