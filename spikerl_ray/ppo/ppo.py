@@ -1,6 +1,6 @@
 """RLlib's own PPO (new API stack) with a spiking actor: RLlib's PPO algorithm and learner
 run unchanged on our RLModule (:mod:`spikerl_ray.ppo.rl_module`); the learner's connector
-starts with :class:`~spikerl_ray.core.observations.FoldObservations`, which folds the fresh
+starts with :class:`~spikerl_ray.common.observations.FoldObservations`, which folds the fresh
 episodes' observations into the module's normalizer (first, before RLlib's PPO learner
 appends a bootstrap step to every episode)."""
 
@@ -15,9 +15,9 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 from ray.tune.registry import register_trainable
 
-from spikerl_ray.core.actor_config import ActorSettings
+from spikerl_ray.common.actor_config import ActorSettings
 from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
-from spikerl_ray.core.observations import FoldObservations
+from spikerl_ray.common.observations import FoldObservations
 
 
 class SpikingPPOConfig(ActorSettings, EnergySettings, PPOConfig):

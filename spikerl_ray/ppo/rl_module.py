@@ -3,7 +3,7 @@
 A diagonal Gaussian (RLlib's ``TorchDiagGaussian``) whose mean is the actor's tanh-squashed
 output and whose log-std is a free parameter starting at -0.5 (PopSAN's PPO,
 :class:`policies.gaussian.GaussianActor`); a separate value MLP; observations normalized with
-the module's running statistics (:mod:`spikerl_ray.core.observations`). RLlib's PPO learner
+the module's running statistics (:mod:`spikerl_ray.common.observations`). RLlib's PPO learner
 reads ``action_dist_inputs`` from ``forward_train`` and values from :meth:`compute_values`
 (REFERENCE.md). Acting without exploration returns the mean.
 """
@@ -22,7 +22,7 @@ from ray.rllib.utils.annotations import override
 
 from policies import RunningNormalizer
 from policies.mlp import mlp
-from spikerl_ray.sac.rl_module import gaussian_policy
+from spikerl_ray.common.actor_config import gaussian_policy
 
 
 class SpikingPPOTorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):

@@ -31,8 +31,7 @@ from torch import nn
 
 from policies import RunningNormalizer
 from policies.mlp import mlp
-from policies.gaussian import build_gaussian_actor
-from policies.spiking import resolve_backend
+from spikerl_ray.common.actor_config import gaussian_policy
 
 
 class NormalizeObservations(nn.Module):
@@ -44,17 +43,6 @@ class NormalizeObservations(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {ENCODER_OUT: self.normalizer(batch[Columns.OBS].float())}
-
-
-def gaussian_policy(module: RLModule, *, log_std: str, squash_mean: bool) -> nn.Module:
-    """The :class:`~policies.gaussian.GaussianActor` a module's ``model_config`` names
-    (``policy``, ``actor_kwargs``, ``spiking_backend``)."""
-    cfg = module.model_config
-    return build_gaussian_actor(
-        cfg.get("policy", "spikerl"), int(module.observation_space.shape[0]),
-        int(module.action_space.shape[0]), log_std=log_std, squash_mean=squash_mean,
-        backend=resolve_backend(cfg.get("spiking_backend", "auto"), False),
-        **dict(cfg.get("actor_kwargs") or {}))
 
 
 class SpikingSACTorchRLModule(DefaultSACTorchRLModule):

@@ -34,9 +34,9 @@ from ray.rllib.utils.metrics import (
 from ray.tune.registry import register_trainable
 
 from policies.normalizer import moments
-from spikerl_ray.core.actor_config import ActorSettings
+from spikerl_ray.common.actor_config import ActorSettings
 from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
-from spikerl_ray.core.observations import fold_moments
+from spikerl_ray.common.observations import fold_moments
 from spikerl_ray.core.replay import TransitionReplay, finite_rows
 from spikerl_ray.td3.td3 import gather, sample_fragments
 

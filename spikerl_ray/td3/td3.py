@@ -34,7 +34,7 @@ from ray.tune.registry import register_trainable
 
 from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
 from spikerl_ray.core.replay import TRANSITION_KEYS
-from spikerl_ray.core.actor_config import ActorSettings
+from spikerl_ray.common.actor_config import ActorSettings
 from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"

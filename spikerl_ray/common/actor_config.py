@@ -9,7 +9,9 @@ from typing import Any
 from ray.util import log_once
 
 from policies import ACTORS
+from policies.gaussian import GaussianActor, build_gaussian_actor
 from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
+from policies.spiking import resolve_backend
 
 ACTOR_SETTINGS = ("method", "policy", "actor_kwargs", "spiking_backend", "critic_hiddens")
 
@@ -50,3 +52,14 @@ class ActorSettings:
         return {"policy": self.policy, "actor_kwargs": dict(self.actor_kwargs),
                 "spiking_backend": self.spiking_backend,
                 "critic_hiddens": tuple(self.critic_hiddens)}
+
+
+def gaussian_policy(module: Any, *, log_std: str, squash_mean: bool) -> GaussianActor:
+    """The :class:`~policies.gaussian.GaussianActor` a module's ``model_config`` names
+    (``policy``, ``actor_kwargs``, ``spiking_backend``)."""
+    cfg = module.model_config
+    return build_gaussian_actor(
+        cfg.get("policy", "spikerl"), int(module.observation_space.shape[0]),
+        int(module.action_space.shape[0]), log_std=log_std, squash_mean=squash_mean,
+        backend=resolve_backend(cfg.get("spiking_backend", "auto"), False),
+        **dict(cfg.get("actor_kwargs") or {}))
