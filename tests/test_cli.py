@@ -332,3 +332,10 @@ def test_train_evaluate_and_export_under_rllibs_sac_and_ppo(algo, steps, tmp_pat
     assert main(["train", "--algo", other, "--policy", "spikerl", "--env", "Pendulum-v1",
                  "--out", str(out), "--steps", str(2 * steps), "--resume"]) == 2
     assert f"holds a run with algo={algo}, not {other}" in capsys.readouterr().err
+    # Resuming continues from the checkpoint (SAC refills its replay before updating).
+    more = steps + (1000 if algo == "sac" else 2048)
+    assert main([*argv, "--steps", str(more), "--resume"]) == 0
+    rows = _rows(out)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert int(rows[-1]["env_steps"]) == more
+    assert int(rows[-1]["num_updates"]) > int(rows[-2]["num_updates"])

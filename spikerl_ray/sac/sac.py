@@ -113,9 +113,12 @@ class SpikingSAC(MeteredAlgorithm, SAC):
     """RLlib's SAC learner fed by TD3's env runners and a transition replay on the driver.
 
     Each iteration: one fragment from every env runner; its finite transitions go into the
-    replay and their observations into every learner's normalizer; then
-    ``updates_per_step`` gradient updates per new env step, each on a fresh uniform batch of
+    replay and their observations into every learner's normalizer; then, once the replay holds
+    ``num_steps_sampled_before_learning_starts`` transitions, ``updates_per_step`` gradient
+    updates per new env step, each on a fresh uniform batch of
     ``train_batch_size_per_learner`` transitions per learner; then the weights go out.
+    Checkpoints hold RLlib's state (weights, optimizers, entropy temperature) but not the
+    replay: a restored run refills it before updating again.
     """
 
     @classmethod
@@ -169,7 +172,8 @@ class SpikingSAC(MeteredAlgorithm, SAC):
         self.metrics.aggregate([m for _, _, m in fragments], key=ENV_RUNNER_RESULTS)
         self._store(gather([t for t, rows, _ in fragments if rows]))
         new_steps = sum(rows for _, rows, _ in fragments)
-        if lifetime + new_steps < cfg.num_steps_sampled_before_learning_starts:
+        # Also after a restore: checkpoints do not hold the replay, which refills first.
+        if len(self._replay) < cfg.num_steps_sampled_before_learning_starts:
             return
         timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime + new_steps}
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
