@@ -2,11 +2,10 @@
 
 RLlib's SAC learner (losses, optimizers, entropy temperature, target updates) runs unchanged
 on our RLModule (:mod:`spikerl_ray.sac.rl_module`). The training step is TD3's data path
-instead of RLlib's episode replay, which spends about 50 ms per sampled batch of 256 in Python
-on this kind of machine (about 10 env steps/s for an MLP actor at one update per step,
-docs/algorithms.md): TD3's env runners hand back flat transitions, the driver keeps them in a
-:class:`~spikerl_ray.core.replay.TransitionReplay` and passes uniform batches to
-``LearnerGroup.update``.
+instead of RLlib's episode replay, whose per-batch sampling and connector pass cost about as
+much as the update in a profile (docs/algorithms.md): TD3's env runners hand back flat
+transitions, the driver keeps them in a :class:`~spikerl_ray.core.replay.TransitionReplay` and
+passes uniform batches to ``LearnerGroup.update``.
 """
 
 from __future__ import annotations
