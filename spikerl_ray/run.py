@@ -115,10 +115,9 @@ class RunSettings:
 
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}")
-        unused = ([name for name, default in TD3_ONLY.items() if getattr(self, name) != default]
-                  if self.algo != "td3" else [])
-        if self.algo == "ppo":
-            unused += [name for name in PPO_UNUSED if getattr(self, name) is not None]
+        defaults = {**TD3_ONLY, **dict.fromkeys(PPO_UNUSED)}
+        unused = [name for name in unused_settings(self.algo)
+                  if getattr(self, name) != defaults[name]]
         if unused:
             raise ValueError(f"{self.algo.upper()} does not use these settings: "
                              f"{', '.join(unused)} (they are TD3's)")
@@ -133,6 +132,14 @@ class RunSettings:
         if out.algo == "td3":
             out.precision = out.precision or "fp32"
         return out
+
+
+def unused_settings(algo: str) -> list[str]:
+    """The RunSettings fields ``algo`` does not read: none for TD3, :data:`TD3_ONLY` for SAC,
+    those and :data:`PPO_UNUSED` for PPO."""
+    if algo == "td3":
+        return []
+    return list(TD3_ONLY) + (list(PPO_UNUSED) if algo == "ppo" else [])
 
 
 def _algo_settings(s: RunSettings) -> tuple[Any, dict[str, Any]]:

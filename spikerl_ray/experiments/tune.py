@@ -26,7 +26,7 @@ from ray.tune.registry import register_trainable
 from policies import build_actor
 from spikerl_ray.experiments.schema import METRICS, Experiment, ExperimentError, split_entry
 from spikerl_ray.methods import METHODS
-from spikerl_ray.run import PPO_UNUSED, TD3_ONLY, RunSettings, build_config
+from spikerl_ray.run import RunSettings, build_config, unused_settings
 
 TRAINABLE = "spikerl"
 # Search spaces that are actor constructor arguments rather than RunSettings fields.
@@ -85,8 +85,7 @@ def trial_settings(exp: Experiment, entry: str, env: str, seed: int,
     under SAC and PPO) are left out for it."""
     method, algo = split_entry(entry)
     res = exp.resources
-    unused = set() if algo == "td3" else set(TD3_ONLY) | (
-        set(PPO_UNUSED) if algo == "ppo" else set())
+    unused = set(unused_settings(algo))
     explicit = {k: v for k, v in exp.settings.model_dump().items()
                 if v is not None and k not in unused}
     fields = {k: v for k, v in sampled.items() if k not in ACTOR_ARGS}
