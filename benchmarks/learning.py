@@ -35,7 +35,8 @@ from spikerl_ray.core.platform import PRECISION_CHOICES
 from spikerl_ray.methods import METHODS
 from spikerl_ray.report.tables import bootstrap_ci, iqm
 from spikerl_ray.run import ALGOS, RunSettings
-from spikerl_ray.training import init_ray, train
+from spikerl_ray.session import init_ray
+from spikerl_ray.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402

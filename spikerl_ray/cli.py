@@ -234,14 +234,14 @@ def _tune(args: argparse.Namespace) -> None:
     )
     from spikerl_ray.resources import check, cluster_nodes, describe
     from spikerl_ray.storage import filesystem, is_uri
-    from spikerl_ray.training import init_ray
+    from spikerl_ray import session
 
     exp = load_experiment(args.config)
     if args.out and is_uri(args.out):
         filesystem(args.out)
     check_trials(exp)
     requests = trial_requests(exp)
-    init_ray(args.address)
+    session.init_ray(args.address)
     for method, reqs in requests.items():
         print(f"spikerl tune: a {method} trial asks Ray for {describe(reqs)}", file=sys.stderr)
         check(reqs, cluster_nodes(), "the Ray cluster")
@@ -327,7 +327,7 @@ def _export(args: argparse.Namespace) -> None:
 
 def quiet_ray() -> None:
     """Shows only errors of Ray's and RLlib's loggers in this process (their warnings and
-    notices otherwise come before our progress bar); :func:`spikerl_ray.training.init_ray`
+    notices otherwise come before our progress bar); :func:`spikerl_ray.session.init_ray`
     keeps the level. Ray's worker processes log to files either way."""
     import ray  # noqa: F401  (sets up Ray's loggers, adjusted here)
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -20,42 +17,8 @@ from spikerl_ray.resources import check, cluster_nodes, describe, local_node, re
 from spikerl_ray.run import (CHECKPOINT_DIR, CHECKPOINT_INFO, PROGRESS_FILE, RUN_FILE,
                              RUN_OUTPUTS, RunDir, RunSettings, build_config,
                              checkpoint_problem)
+from spikerl_ray import session
 from spikerl_ray.storage import Mirror, is_uri
-
-
-def init_ray(address: str | None) -> None:
-    """Joins the cluster at ``address``, or starts the embedded single-node Ray in-process.
-    Ray's logger keeps the level it has (``spikerl`` sets it; Ray's default is INFO)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    level = logging.getLogger("ray").level
-    if address:
-        _check_reachable(address)
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=level)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
-    else:
-        # A single-node embedded cluster stays on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
-
-
-def _check_reachable(address: str) -> None:
-    """Refuses at once a ``HOST:PORT`` where nothing listens (``ray.init`` would retry for
-    minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
-    host, sep, port = address.rpartition(":")
-    if address == "auto" or "://" in address:
-        return
-    if not sep or not port.isdigit():
-        raise UserError(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) "
-                        "or 'auto'")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise UserError(f"cannot join the Ray cluster at {address}: {exc}") from None
 
 
 def run_requests(settings: RunSettings) -> list[tuple[str, dict[str, float]]]:
@@ -190,7 +153,7 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
     print(f"spikerl train: asks Ray for {asked}")
     if not address:
         check_resources(reqs, address)
-    init_ray(address)
+    session.init_ray(address)
     check_resources(reqs, address)
     replacing = force and run.holds_run()
     settings = run.start(settings, resume=resume, force=force)

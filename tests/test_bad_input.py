@@ -123,14 +123,14 @@ def _argv(command: str, flag: str, value: str, tmp_path: Path, existing: Path) -
 def test_a_bad_flag_is_one_line_exit_2_and_destroys_nothing(command, flag, value, message,
                                                             tmp_path, existing, capsys,
                                                             monkeypatch):
-    import spikerl_ray.training
+    import spikerl_ray.session
 
     def no_ray(address=None):
         if address:  # joining a cluster is checked before Ray is asked
-            spikerl_ray.training._check_reachable(address)
+            spikerl_ray.session.check_reachable(address)
         raise AssertionError("bad input reached Ray")
 
-    monkeypatch.setattr(spikerl_ray.training, "init_ray", no_ray)
+    monkeypatch.setattr(spikerl_ray.session, "init_ray", no_ray)
     before = _digest(existing)
     argv = _argv(command, flag, value, tmp_path, existing)
     try:

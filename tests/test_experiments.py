@@ -63,12 +63,12 @@ BAD = [
 @pytest.mark.parametrize("name, text, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_config_is_one_line_and_exit_2_before_ray(name, text, message, tmp_path, capsys,
                                                       monkeypatch):
-    import spikerl_ray.training
+    import spikerl_ray.session
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started for a bad config")
 
-    monkeypatch.setattr(spikerl_ray.training, "init_ray", no_ray)
+    monkeypatch.setattr(spikerl_ray.session, "init_ray", no_ray)
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     assert main(["tune", str(path), "--out", str(tmp_path / "out")]) == 2
