@@ -8,7 +8,7 @@ per 1,000 updates. Prints JSON.
 - equivalence: the fused backend (``spikerl``, ``dsrl``) against the torch backend, and the
   compiled torch backend (``spikerl``) against the per-timestep reference forward, in fp32 and
   bf16 autocast: largest output and gradient differences against the tolerances of
-  ``tests/test_fused.py`` (:data:`policies.reference.EQUIVALENCE_TOL`);
+  ``tests/test_fused.py`` (:data:`tests.reference.EQUIVALENCE_TOL`);
 - updates: TD3 updates/s of ``spikerl`` and ``ann`` at batch 100, 1,024 and 4,096, fp32 and
   bf16, ``eager`` (fused spiking backend) and ``compiled`` (torch backend, each loss one
   ``torch.compile`` graph), and each of these with ``policy_delay`` (2) whole updates
@@ -60,11 +60,11 @@ from benchmarks.common import (  # noqa: E402
     window,
 )
 from policies import build_actor  # noqa: E402
-from policies.reference import EQUIVALENCE_TOL, ReferenceActor, max_differences  # noqa: E402
 from spikerl_ray.core.replay import TransitionReplay  # noqa: E402
-from spikerl_ray.core.syncs import host_syncs  # noqa: E402
 from spikerl_ray.core.td3 import TD3Update, autocast  # noqa: E402
 from spikerl_ray.energy.node import NodeMonitor  # noqa: E402
+from tests.host_syncs import host_syncs  # noqa: E402
+from tests.reference import EQUIVALENCE_TOL, ReferenceActor, max_differences  # noqa: E402
 
 # The target: TD3 updates/s at batch 100 with the spiking actor on one H100/H200.
 TARGET_UPDATES_PER_S = 1000.0

@@ -34,7 +34,8 @@ from policies.spiking import BACKEND_CHOICES
 from spikerl_ray.core.platform import PRECISION_CHOICES
 from spikerl_ray.methods import METHODS
 from spikerl_ray.report.tables import bootstrap_ci, iqm
-from spikerl_ray.run import ALGOS, RunSettings
+from spikerl_ray.algorithms import ALGORITHMS
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.session import init_ray
 from spikerl_ray.training import train
 
@@ -79,7 +80,7 @@ def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["spikerl", "ann"])
-    p.add_argument("--algo", choices=ALGOS, default="td3")
+    p.add_argument("--algo", choices=list(ALGORITHMS), default="td3")
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])

@@ -59,7 +59,8 @@ def profile_iteration(policy: str, env: str) -> dict:
     """One ``train()`` of the defaults past the warm-up, by Python functions' own time."""
     import ray
 
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(include_dashboard=False, log_to_driver=False)

@@ -37,22 +37,26 @@ def precision_rates(policy: str, device: str, updates: int) -> dict:
 
 
 def sampling_rate(env: str, policy: str, runners: int, seconds: float) -> float:
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.common.fragments import sample_fragments
+    from spikerl_ray.settings import RunSettings
 
     algo = build_config(RunSettings(policy=policy, env=env, env_runners=runners,
                                     warmup_steps=0)).build_algo()
     try:
-        algo._sample_fragments(False)  # warm up: reset envs, first forward passes
+        sample_fragments(algo, False, by_reference=True)  # warm up: reset envs, first forward passes
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            steps += sum(rows for _, rows, _ in algo._sample_fragments(False))
+            steps += sum(rows for _, rows, _ in
+                         sample_fragments(algo, False, by_reference=True))
         return steps / (time.perf_counter() - t0)
     finally:
         algo.stop()
 
 
 def learner_rate(env: str, policy: str, learners: int, updates: int) -> dict:
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     algo = build_config(RunSettings(policy=policy, env=env, learners=learners,
                                     warmup_steps=0)).build_algo()

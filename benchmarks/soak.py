@@ -131,7 +131,8 @@ def main() -> None:
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
 
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     stop = {"requested": False}
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.reference
 from common import emit  # noqa: E402
 
 ENV = "HalfCheetah-v5"
@@ -85,7 +86,8 @@ PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 def spikerl_ray_rate(steps: int, driver_cpus: int = 1, **settings) -> dict:
     """``settings``: :class:`~spikerl_ray.run.RunSettings` fields (policy, compile, ...);
     ``driver_cpus``: the CPUs RLlib reserves for the driver (its torch threads)."""
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     # Each configuration compiles afresh, as in its own process (compiled code of an earlier
     # configuration would count against torch.compile's recompilation limit).
@@ -159,9 +161,9 @@ def rllib_sac_rate(steps: int) -> dict:
 def reference_loop_rate(steps: int) -> dict:
     """PopSAN/SpikeRL-style TD3: one process, numpy replay, per-timestep spiking actor."""
     from policies import RunningNormalizer, TwinQCritic, build_actor
-    from policies.reference import ReferenceActor
     from spikerl_ray.core.replay import Batch
     from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update
+    from tests.reference import ReferenceActor
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -274,7 +276,7 @@ def actor_fwd_bwd_ms(batches: tuple[int, ...] = (100, 4096)) -> dict:
     """Spiking actor forward + backward: per-timestep reference, batched timesteps (torch
     backend), fused BPTT, and torch.compile of the torch backend (fp32, and bf16 autocast)."""
     from policies import build_actor
-    from policies.reference import ReferenceActor
+    from tests.reference import ReferenceActor
 
     out: dict = {}
     for batch in batches:
@@ -308,16 +310,19 @@ def sampling_vs_raw(num_envs: int, seconds: float, compile: bool) -> dict:
     """One remote env runner acting with the spiking actor vs random stepping of the same
     vector env; ``compile``: the runner's actor compiled (torch backend; the default) or
     eager (fused backend)."""
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.common.fragments import sample_fragments
+    from spikerl_ray.settings import RunSettings
 
     algo = build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1,
                                     envs_per_runner=num_envs, warmup_steps=0,
                                     compile=compile)).build_algo()
     try:
-        algo._sample_fragments(False)
+        sample_fragments(algo, False, by_reference=True)
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            steps += sum(rows for _, rows, _ in algo._sample_fragments(False))
+            steps += sum(rows for _, rows, _ in
+                         sample_fragments(algo, False, by_reference=True))
         runner = steps / (time.perf_counter() - t0)
     finally:
         algo.stop()
@@ -339,7 +344,8 @@ def memory(capacity: int) -> dict:
     """Peak RSS of a fresh process training a few iterations, and of its env runner."""
     import psutil
 
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     algo = (build_config(RunSettings(policy="spikerl", env=ENV, env_runners=1, warmup_steps=0))
             .training(replay_capacity=capacity, num_steps_sampled_before_learning_starts=100)

@@ -1,20 +1,27 @@
-"""Actor networks by name: ``spikerl``, ``popsan``, ``dsrl`` and ``ann``.
+"""Actor networks by name: the built-ins ``spikerl``, ``popsan``, ``dsrl`` and ``ann``, or a
+user's factory named ``"package.module:factory"`` (docs/actors.md).
 
 Every actor maps (already normalized) observations ``(batch, obs_dim)`` to actions in
-``(-1, 1)``; the caller scales them to the action bounds. With ``squash=False`` an actor returns
-the values before its final tanh instead (for a pre-tanh penalty, saturation statistics and
-distribution heads). Spiking actors can also return the number of spikes each layer emitted, for
-firing rates and energy estimates; counting is skipped unless asked for.
+``(-1, 1)``; the caller scales them to the action bounds. The built-ins declare every optional
+capability of :mod:`policies.capabilities`: with ``squash=False`` they return the values before
+their final tanh (for a pre-tanh penalty, saturation statistics and distribution heads);
+spiking actors can also return the number of spikes each layer emitted, for firing rates and
+energy estimates (counting is skipped unless asked for), count their operations and export
+to NIR.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from policies.capabilities import DOCS, takes_keyword
 from policies.mlp import mlp
+from policies.operations import dense_macs, spiking_operations
 from policies.spiking import (
     CurrentLIF,
     IntegratorReadout,
@@ -22,6 +29,9 @@ from policies.spiking import (
     PopulationEncoder,
     TwoNeuronEncoder,
 )
+
+if TYPE_CHECKING:
+    import nir
 
 SpikeCounts = dict[str, torch.Tensor]
 
@@ -86,6 +96,17 @@ class SpikingActor(nn.Module):
             action = torch.tanh(action)
         return (action, counts) if return_spikes else action
 
+    def synaptic_operations(self, counts: SpikeCounts, batch: int) -> tuple[float, float]:
+        """Synaptic operations and MACs per inference (:mod:`policies.operations`)."""
+        return spiking_operations(self, counts, batch)
+
+    def to_nir(self, dt: float) -> nir.NIRGraph:
+        """The NIR graph of the spiking layers, the host side in its metadata
+        (:func:`policies.nir_export.spiking_actor_graph`; needs the ``nir`` package)."""
+        from policies.nir_export import spiking_actor_graph
+
+        return spiking_actor_graph(self, dt)
+
 
 class MLPActor(nn.Module):
     """The ANN baseline: MLP with ReLU hidden layers and a tanh output (TD3 paper, 256-256)."""
@@ -100,6 +121,10 @@ class MLPActor(nn.Module):
         if squash:
             action = torch.tanh(action)
         return (action, {}) if return_spikes else action
+
+    def synaptic_operations(self, counts: SpikeCounts, batch: int) -> tuple[float, float]:
+        """No synaptic operations; a MAC per weight (:mod:`policies.operations`)."""
+        return 0.0, dense_macs(self)
 
 
 def popsan_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
@@ -142,10 +167,10 @@ def dsrl_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (400, 30
     return SpikingActor(encoder, layers, readout, names)
 
 
-def ann_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256),
-              backend: str = "torch") -> MLPActor:
+def ann_actor(obs_dim: int, act_dim: int, *, hidden: tuple[int, ...] = (256, 256)
+              ) -> MLPActor:
     """The ANN baseline of the TD3 paper: MLP 256-256, ReLU, tanh. It has no spiking layers,
-    so the spiking ``backend`` does not apply to it."""
+    so it takes no spiking ``backend`` (:func:`build_actor` passes none)."""
     return MLPActor(obs_dim, act_dim, hidden)
 
 
@@ -157,8 +182,46 @@ ACTORS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_actor(name: str, obs_dim: int, act_dim: int, **overrides: Any) -> nn.Module:
-    """Builds the actor registered as ``name``; ``overrides`` go to its constructor."""
-    if name not in ACTORS:
-        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(sorted(ACTORS))}")
-    return ACTORS[name](obs_dim, act_dim, **overrides)
+def is_builtin(policy: str) -> bool:
+    """Whether ``policy`` names a built-in actor (a key of :data:`ACTORS`)."""
+    return policy in ACTORS
+
+
+def resolve_factory(policy: str) -> Callable[..., nn.Module]:
+    """The factory ``policy`` names: a key of :data:`ACTORS`, or ``"package.module:factory"``
+    (the module imported with :func:`importlib.import_module`). ``ValueError`` with the reason
+    when it names none."""
+    if is_builtin(policy):
+        return ACTORS[policy]
+    module_name, _, attribute = policy.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(sorted(ACTORS))} "
+                         f"or name your own factory as 'package.module:factory' ({DOCS})")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"policy {policy!r}: cannot import module {module_name!r} "
+                         f"({type(exc).__name__}: {exc}); is its folder on PYTHONPATH?") from exc
+    if not hasattr(module, attribute):
+        raise ValueError(f"policy {policy!r}: module {module_name!r} has no attribute "
+                         f"{attribute!r}")
+    factory = getattr(module, attribute)
+    if not callable(factory):
+        raise ValueError(f"policy {policy!r}: {module_name}.{attribute} is a "
+                         f"{type(factory).__name__}, not a factory(obs_dim, act_dim)")
+    return factory
+
+
+def build_actor(policy: str, obs_dim: int, act_dim: int, **overrides: Any) -> nn.Module:
+    """``factory(obs_dim, act_dim, **overrides)`` for the factory ``policy`` names
+    (:func:`resolve_factory`). A ``backend`` override (the spiking backend the framework passes
+    to every actor) reaches only a factory whose signature takes it, by name or ``**kwargs``.
+    ``ValueError`` if the factory returns something other than a ``torch.nn.Module``."""
+    factory = resolve_factory(policy)
+    if "backend" in overrides and not takes_keyword(factory, "backend"):
+        overrides = {k: v for k, v in overrides.items() if k != "backend"}
+    actor = factory(obs_dim, act_dim, **overrides)
+    if not isinstance(actor, nn.Module):
+        raise ValueError(f"policy {policy!r} returned a {type(actor).__name__}, not a "
+                         "torch.nn.Module")
+    return actor

@@ -10,14 +10,17 @@ that visible every training iteration; they cost one forward pass without gradie
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from policies.capabilities import Capability, detect
 from policies.operations import OPERATION_NAMES, inference_operations
 
-# Layers whose statistics are reported (a PopSAN actor's; DSRL has no "output", the ANN none).
+# Layers whose statistics are reported (a PopSAN actor's; DSRL has no "output", the ANN none;
+# a user's actor names its layers in its spike counts).
 REPORTED_LAYERS = ("hidden0", "hidden1", "output")
 # |pre-tanh| above 3 means tanh > 0.995: the action sits at its bound and its gradient through
 # the tanh is under 1% of its value at 0 (the issue measured two thirds beyond 3 when collapsed).
@@ -35,30 +38,42 @@ def statistic_names() -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
-                     obs: torch.Tensor, timesteps: int | None,
+def actor_statistics(actor: Callable[..., Any], obs: torch.Tensor, timesteps: int | None,
                      network: nn.Module | None = None) -> dict[str, float]:
-    """Statistics of ``actor`` (an actor of :mod:`policies.actors`, or its ``forward``) on
-    normalized observations ``(batch, obs_dim)``; ``timesteps`` is its T (None for an ANN):
+    """Statistics of an actor on normalized observations ``(batch, obs_dim)``, as far as its
+    capabilities (:mod:`policies.capabilities`) allow; never an error for a lacking one.
+
+    ``actor`` is the actor module or its ``forward`` (which runs a compiled actor eagerly);
+    ``network`` the actor module when ``actor`` is its ``forward`` (capabilities are read from
+    it); ``timesteps`` its T (None without one).
 
     - ``rate_L``: mean firing rate of layer ``L`` (spikes per neuron per timestep);
     - ``silent_L`` / ``always_L``: fraction of ``L``'s neurons that never fire / fire at every
-      timestep, over the whole batch (spiking actors only);
+      timestep, over the whole batch (spike counts and ``timesteps`` needed; layers of
+      :data:`REPORTED_LAYERS` only);
     - ``action_std``: the spread of the actions over the observations (std per action
-      dimension, averaged); near 0 means a constant action;
+      dimension, averaged); near 0 means a constant action (every actor);
     - ``pre_tanh_abs`` and ``pre_tanh_saturated``: mean ``|u|`` of the pre-tanh outputs and the
-      fraction beyond :data:`PRE_TANH_SATURATED`;
-    - with ``network`` (the actor module), its synaptic operations, MACs and estimated
-      neuromorphic energy per inference (:func:`policies.operations.inference_operations`).
+      fraction beyond :data:`PRE_TANH_SATURATED` (pre-squash output needed);
+    - its synaptic operations, MACs and estimated neuromorphic energy per inference
+      (:func:`policies.operations.inference_operations`; operation counts needed).
     """
-    pre, counts = actor(obs, return_spikes=True, squash=False)
-    pre = pre.float()
+    module = network if network is not None else actor
+    capabilities = detect(module)
+    pre_squash = Capability.PRE_SQUASH in capabilities
+    spiking = Capability.SPIKE_COUNTS in capabilities
+    kwargs: dict[str, bool] = {"squash": False} if pre_squash else {}
+    if spiking:
+        out, counts = actor(obs, return_spikes=True, **kwargs)
+    else:
+        out, counts = actor(obs, **kwargs), {}
+    out = out.float()
     batch = obs.shape[0]
-    stats: dict[str, float] = {
-        "action_std": float(torch.tanh(pre).std(dim=0, unbiased=False).mean()),
-        "pre_tanh_abs": float(pre.abs().mean()),
-        "pre_tanh_saturated": float((pre.abs() > PRE_TANH_SATURATED).float().mean()),
-    }
+    action = torch.tanh(out) if pre_squash else out
+    stats: dict[str, float] = {"action_std": float(action.std(dim=0, unbiased=False).mean())}
+    if pre_squash:
+        stats["pre_tanh_abs"] = float(out.abs().mean())
+        stats["pre_tanh_saturated"] = float((out.abs() > PRE_TANH_SATURATED).float().mean())
     for layer in REPORTED_LAYERS:
         if layer not in counts or timesteps is None:
             continue
@@ -67,8 +82,8 @@ def actor_statistics(actor: Callable[..., tuple[torch.Tensor, dict[str, torch.Te
         stats[f"rate_{layer}"] = float(c.mean() / full)
         stats[f"silent_{layer}"] = float((c == 0).float().mean())
         stats[f"always_{layer}"] = float((c == full).float().mean())
-    if network is not None:
-        stats |= inference_operations(network, counts, batch)
+    if Capability.OPERATIONS in capabilities:
+        stats |= inference_operations(module, counts, batch)
     return stats
 
 

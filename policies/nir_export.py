@@ -1,12 +1,15 @@
 """Export of a spiking actor to NIR, the Neuromorphic Intermediate Representation (nir 1.0.8).
 
-The graph holds what a spiking library or chip runs: from the encoder's output (graph input,
-one timestep per call) through ``Affine`` + ``CubaLIF`` layers to the last spiking layer's
-spikes (graph output). What has no NIR primitive that the importers (snnTorch 1.0.0, Norse
-1.1.0) accept stays on the host and travels in the graph's metadata, from which
-:class:`HostSide` rebuilds it: the observation normalizer, the encoder (PopSAN's Gaussian
-population with regular or Poisson spikes; DSRL's two-neuron currents), ``T``, and the readout
-(PopSAN's rate decoder; DSRL's integrator, a NIR ``CubaLI`` that neither importer takes).
+An actor declares its graph with ``to_nir(dt)`` (:attr:`policies.capabilities.Capability.NIR`);
+:func:`export_nir` adds what the host needs around it. The graph holds what a spiking library
+or chip runs, one timestep per call, from zero state; what has no NIR primitive that the
+importers (snnTorch 1.0.0, Norse 1.1.0) accept stays on the host and travels in the graph's
+metadata, from which :class:`HostSide` rebuilds it: ``T`` and the observation normalizer;
+for the built-in actors (:func:`spiking_actor_graph`) also the encoder (PopSAN's
+Gaussian population with regular or Poisson spikes; DSRL's two-neuron currents) and the readout
+(PopSAN's rate decoder; DSRL's integrator, a NIR ``CubaLI`` that neither importer takes). A
+graph without them (a user's actor, docs/actors.md) takes the normalized observation at every
+timestep, and the action is the tanh of its outputs' mean over the ``T`` timesteps.
 
 Mapping (``docs/nir.md``). NIR's ``CubaLIF``, ``tau_syn I' = -I + w_in S`` and
 ``tau_mem v' = (v_leak - v) + r I``, integrated by forward Euler with step ``dt`` as snnTorch
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from policies.actors import SpikingActor
+from policies.capabilities import Capability, require
 from policies.normalizer import RunningNormalizer
 from policies.spiking import (
     ENCODER_REGULAR_VTH,
@@ -108,15 +112,10 @@ def _host_metadata(role: str, module: nn.Module) -> dict[str, Any]:
     return {f"{role}.kind": kind, **{f"{role}.{k}": v for k, v in {**config, **state}.items()}}
 
 
-def export_nir(actor: nn.Module, normalizer: RunningNormalizer | None = None,
-               dt: float = NIR_DT) -> nir.NIRGraph:
-    """The NIR graph of a spiking actor (``spikerl``, ``popsan`` or ``dsrl``; see the module
-    docstring), with the host side in its metadata. ``normalizer``: the observation
-    normalizer the actor is fed through (kept on the host). ``ValueError`` for an actor with
-    no spiking layers (``ann``)."""
-    if not isinstance(actor, SpikingActor):
-        raise ValueError(f"{type(actor).__name__} has no spiking layers to export to NIR; "
-                         "export a spikerl, popsan or dsrl actor")
+def spiking_actor_graph(actor: SpikingActor, dt: float) -> nir.NIRGraph:
+    """The graph of a built-in spiking actor (``spikerl``, ``popsan`` or ``dsrl``; its
+    ``to_nir``): ``Affine`` + ``CubaLIF`` per layer from the encoder's output to the last
+    spiking layer's spikes, the encoder and the readout in its metadata."""
     layers = list(actor.layers)
     if not all(isinstance(layer, CurrentLIF) for layer in layers):
         raise ValueError("only CurrentLIF layers have a NIR export")
@@ -126,16 +125,37 @@ def export_nir(actor: nn.Module, normalizer: RunningNormalizer | None = None,
         nodes[f"{name}_affine"] = affine(layer.fc)
         nodes[f"{name}_lif"] = cuba_lif(layer, dt)
     nodes[OUTPUT_NODE] = nir.Output(output_type={"output": np.array([layers[-1].fc.out_features])})
-    names = list(nodes)
-    metadata: dict[str, Any] = {
-        "spikerl_nir_format": METADATA_FORMAT, "timesteps": actor.timesteps, "dt": dt,
-        "discretization": DISCRETIZATION, "input_node": INPUT_NODE, "output_node": OUTPUT_NODE,
-        **_host_metadata("encoder", actor.encoder), **_host_metadata("decoder", actor.readout)}
+    metadata: dict[str, Any] = {**_host_metadata("encoder", actor.encoder),
+                                **_host_metadata("decoder", actor.readout)}
     if isinstance(actor.encoder, PopulationEncoder):
         metadata["encoder.threshold"] = ENCODER_REGULAR_VTH
+    return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(nodes)), metadata=metadata)
+
+
+def _only_node(graph: nir.NIRGraph, cls: type[nir.NIRNode]) -> str:
+    names = [name for name, node in graph.nodes.items() if isinstance(node, cls)]
+    if len(names) != 1:
+        raise ValueError(f"an actor's NIR graph needs exactly one {cls.__name__} node, "
+                         f"found {len(names)}")
+    return names[0]
+
+
+def export_nir(actor: nn.Module, normalizer: RunningNormalizer | None = None,
+               dt: float = NIR_DT) -> nir.NIRGraph:
+    """The NIR graph of an actor that declares one (``actor.to_nir(dt)``; see the module
+    docstring), with the host side in its metadata: ``T``, ``dt`` and ``normalizer``, the
+    observation normalizer the actor is fed through (kept on the host).
+    :class:`~policies.capabilities.MissingCapability` (a ``ValueError``) for an actor that
+    declares none (``ann``)."""
+    require(actor, Capability.NIR, "NIR export")
+    graph = actor.to_nir(dt)
+    metadata: dict[str, Any] = {
+        **graph.metadata, "spikerl_nir_format": METADATA_FORMAT, "timesteps": actor.timesteps,
+        "dt": dt, "discretization": DISCRETIZATION,
+        "input_node": _only_node(graph, nir.Input), "output_node": _only_node(graph, nir.Output)}
     if normalizer is not None:
         metadata.update(_host_metadata("normalizer", normalizer))
-    return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(names)), metadata=metadata)
+    return nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata=metadata)
 
 
 def _plain(value: Any) -> Any:
@@ -166,7 +186,9 @@ def _host_module(metadata: dict[str, Any], role: str) -> nn.Module | None:
 class HostSide(nn.Module):
     """What runs on the host around an exported graph, rebuilt from its metadata: raw
     observations to the graph's input for all ``T`` timesteps (:meth:`encode`), and the
-    graph's output over ``T`` timesteps to actions in (-1, 1) (:meth:`decode`)."""
+    graph's output over ``T`` timesteps to actions in (-1, 1) (:meth:`decode`). Without an
+    encoder (a user's graph) the input is the normalized observation at every timestep;
+    without a decoder the action is the tanh of the outputs' mean over time."""
 
     def __init__(self, metadata: dict[str, Any]) -> None:
         super().__init__()
@@ -181,15 +203,22 @@ class HostSide(nn.Module):
         x = obs.float()
         if self.normalizer is not None:
             x = self.normalizer(x)
+        if self.encoder is None:
+            return x.expand(self.timesteps, *x.shape)
         return self.encoder(x)
 
     @torch.no_grad()
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """The graph's outputs ``(T, batch, m)`` to actions in (-1, 1)."""
-        return torch.tanh(self.decoder(outputs))
+        return torch.tanh(outputs.mean(0) if self.decoder is None else self.decoder(outputs))
 
+
+# The host-side kinds of a graph without an encoder or a decoder in its metadata.
+NO_ENCODER, NO_DECODER = "observation", "mean"
 
 _INPUTS = {
+    NO_ENCODER: "the normalized observation x at one timestep (real values, the same at every "
+                "timestep)",
     "population_encoder": "encoder spikes (0 or 1) at one timestep: neuron k of observation "
                           "dimension i at index i * pop_dim + k",
     "two_neuron_encoder": "input currents at one timestep (real values, the same at every "
@@ -197,6 +226,7 @@ _INPUTS = {
                           "max(-x_i / encoder.scale, 0) at index obs_dim + i",
 }
 _OUTPUTS = {
+    NO_DECODER: "the actor's output at one timestep (real values)",
     "population_decoder": "output-population spikes at one timestep: neuron k of action j at "
                           "index j * pop_dim + k",
     "integrator_readout": "spikes of the last hidden layer at one timestep (the integrator "
@@ -205,6 +235,7 @@ _OUTPUTS = {
 _NORMALIZE = ("x = clip((obs - normalizer.mean) / sqrt(normalizer.var + normalizer.eps), "
               "-normalizer.clip, normalizer.clip); ")
 _HOST_BEFORE = {
+    NO_ENCODER: "x at every timestep",
     "population_encoder": "a = exp(-(x_i - encoder.mean)^2 / (2 encoder.std^2)) for the pop_dim "
                           "neurons of each x_i; regular spikes: u += a, spike where u > "
                           "encoder.threshold, then u -= encoder.threshold (Poisson where "
@@ -213,6 +244,7 @@ _HOST_BEFORE = {
                           "every timestep",
 }
 _HOST_AFTER = {
+    NO_DECODER: "action = tanh(mean over the T timesteps of the outputs)",
     "population_decoder": "rates = mean over the T timesteps of the output spikes; action_j = "
                           "tanh(sum_k decoder.weight[j, k] rates[j * pop_dim + k] + "
                           "decoder.bias[j])",
@@ -229,7 +261,8 @@ def contract(graph: nir.NIRGraph) -> dict[str, Any]:
     """The input and output contract of a graph from :func:`export_nir`, as plain JSON data:
     what goes in and comes out at each timestep and what the host does around it."""
     meta = {k: _plain(v) for k, v in graph.metadata.items()}
-    encoder, decoder = meta["encoder.kind"], meta["decoder.kind"]
+    encoder = meta.get("encoder.kind", NO_ENCODER)
+    decoder = meta.get("decoder.kind", NO_DECODER)
     return {
         "nir_version": nir.version, "timesteps": meta["timesteps"], "dt": meta["dt"],
         "discretization": meta["discretization"],

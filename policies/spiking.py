@@ -1,7 +1,7 @@
 """Spiking building blocks: population encoders, current-based LIF layers, decoders.
 
 Constants come from PopSAN (Tang, Kumar, Michmizos, CoRL 2020) and DSRL (Akl et al., 2023),
-as listed in ``shared/REFERENCE.md``. Every layer runs in *multi-step* mode: inputs and outputs
+as listed, with the public code's file and line, in docs/methods.md. Every layer runs in *multi-step* mode: inputs and outputs
 carry a leading time dimension ``T``. Because the networks are feed-forward, a layer's synaptic
 input for all ``T`` timesteps is one matrix product over ``(T x batch)``; only the elementwise
 membrane recurrence loops over ``T``. :func:`reference_lif_step` keeps the plain per-timestep

@@ -1,4 +1,5 @@
-"""The ``spikerl`` command line (contract in DESIGN.md)."""
+"""The ``spikerl`` command line. The flags of ``spikerl train`` are derived from
+:class:`~spikerl_ray.settings.RunSettings` (one per field)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ import argparse
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
-from policies import ACTORS
-from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
-from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS
-from spikerl_ray.energy.accounting import CARBON_REGIONS, DEFAULT_CARBON_INTENSITY
+import annotated_types
+from pydantic import BeforeValidator
+
 from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_intensity
 from spikerl_ray.errors import UserError
 from spikerl_ray.export import FORMATS as EXPORT_FORMATS
 from spikerl_ray.methods import METHODS
-from spikerl_ray.run import ALGOS, RunSettings
+from spikerl_ray.settings import RunSettings, check_policy, default, field_type, where
 
 
 def _number(kind: type, allow_zero: bool) -> Any:
@@ -67,91 +68,80 @@ def _carbon_intensity(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _policy(text: str) -> str:
+    """An argparse type: a built-in actor or ``MODULE:FACTORY``."""
+    try:
+        return check_policy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _number_type(kind: type, metadata: list[Any]) -> Any:
+    """The argparse type of a bounded int or float field."""
+    positive = any(isinstance(m, annotated_types.Gt) for m in metadata)
+    return {(int, True): _positive_int, (int, False): _non_negative_int,
+            (float, True): _positive_float, (float, False): _non_negative_float}[
+        (kind, positive)]
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of :class:`~spikerl_ray.settings.RunSettings` that has one, with
+    the field's type, choices, default and help; :func:`settings_from_arguments` reads them
+    back."""
+    for name, info in RunSettings.model_fields.items():
+        extra = where(name)
+        if "flag" in extra and extra["flag"] is None:
+            continue
+        flag = extra.get("flag") or "--" + name.replace("_", "-")
+        kind, metadata = field_type(name)
+        options: dict[str, Any] = {"dest": name, "help": info.description,
+                                   "default": default(name)}
+        if "metavar" in extra:
+            options["metavar"] = extra["metavar"]
+        if kind is bool and extra.get("negate"):
+            options.update(action="store_false")
+        elif kind is bool and default(name) is None:
+            options.update(action=argparse.BooleanOptionalAction)
+        elif kind is bool:
+            options.update(action="store_true")
+        elif typing.get_origin(kind) is typing.Literal:
+            options.update(choices=typing.get_args(kind))
+        elif typing.get_origin(kind) is dict:
+            options.update(type=_resource, action="append", default=[])
+        elif any(isinstance(m, BeforeValidator) for m in metadata):
+            options.update(type=_carbon_intensity)
+        elif kind in (int, float):
+            options.update(type=_number_type(kind, metadata))
+        elif name == "policy":
+            options.update(type=_policy)
+        parser.add_argument(flag, **options)
+
+
+def settings_from_arguments(args: argparse.Namespace) -> RunSettings:
+    """The run settings of parsed ``spikerl train`` arguments. Without ``--method`` the
+    method is the one named like ``--policy``, else ``spikerl``."""
+    values = {name: getattr(args, name) for name in RunSettings.model_fields
+              if hasattr(args, name)}
+    for name, value in values.items():
+        if isinstance(value, list):  # NAME=AMOUNT pairs of a repeatable flag
+            values[name] = dict(value)
+    if values["method"] is None:
+        values["method"] = values["policy"] if values["policy"] in METHODS else "spikerl"
+    return RunSettings(**values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikerl", description="Deep spiking reinforcement learning on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a spiking (or ANN) actor with TD3, SAC or PPO")
-    t.add_argument("--method", choices=sorted(METHODS), default=None,
-                   help="network + training recipe (default: the method named like "
-                   "--policy, else spikerl); explicit flags override the recipe")
-    t.add_argument("--policy", choices=sorted(ACTORS), default=None,
-                   help="the actor network alone (default: the method's)")
-    t.add_argument("--algo", choices=ALGOS, default="td3",
-                   help="the RL algorithm: td3 (ours, the default), sac or ppo (RLlib's own "
-                   "SAC and PPO learners with the spiking actor; a --method then gives its "
-                   "network only, docs/algorithms.md)")
-    t.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id, continuous actions")
     t.add_argument("--steps", type=_positive_int, required=True, help="total env steps")
-    t.add_argument("--seed", type=_non_negative_int, default=0)
     t.add_argument("--out", required=True, help="run folder or URI such as "
                    "s3://BUCKET/run (progress.csv, checkpoints/)")
-    t.add_argument("--env-runners", type=_non_negative_int, default=0,
-                   help="remote env runners (0: sample in the driver process)")
-    t.add_argument("--envs-per-runner", type=_positive_int, default=1)
-    t.add_argument("--learners", type=_non_negative_int, default=0,
-                   help="remote learners (0: learn in the driver process)")
-    t.add_argument("--gpus-per-learner", type=_non_negative_float, default=0.0)
-    t.add_argument("--driver-cpus", type=_positive_int, default=1, metavar="N",
-                   help="CPUs reserved for the driver, which runs a local learner and env "
-                   "runner: also its PyTorch threads (default 1)")
-    t.add_argument("--learner-resource", type=_resource, action="append", default=[],
-                   metavar="NAME=AMOUNT", help="a Ray custom resource each learner asks for, "
-                   "e.g. to pin learners to a node type (repeatable)")
-    t.add_argument("--env-runner-resource", type=_resource, action="append", default=[],
-                   metavar="NAME=AMOUNT", help="a Ray custom resource each env runner asks "
-                   "for (repeatable)")
-    t.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
-                   help="learner forward/loss precision (bf16: autocast, fp32 weights; "
-                   "auto: bf16 where the learner's device computes it natively, else fp32; "
-                   "default: the method's, spikerl bf16, others fp32)")
-    t.add_argument("--allreduce-dtype", choices=PRECISIONS, default="fp32",
-                   help="dtype of the gradient allreduce between learners")
-    t.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
-                   help="torch.distributed backend of the learners (auto: nccl on GPUs, "
-                   "gloo on CPUs)")
-    t.add_argument("--spiking-backend", choices=SPIKING_BACKENDS, default=None,
-                   help="spiking layers: fused (hand-written BPTT), torch (plain ops) or "
-                   "auto (default: torch when compiled, else fused)")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the networks with torch.compile (default: on where it can "
-                   "run; the first update compiles for seconds)")
-    t.add_argument("--async-sampling", action="store_true",
-                   help="remote env runners sample while the learners train (needs "
-                   "--env-runners >= 1; actions use weights one training step older)")
-    t.add_argument("--warmup-steps", type=_non_negative_int, default=None,
-                   help="env steps acting uniformly at random first (default: the method's; "
-                   "PopSAN 10000, DSRL 1000)")
-    t.add_argument("--pre-tanh-penalty", type=_non_negative_float, default=None,
-                   help="weight of the mean squared pre-tanh actor output in the actor loss "
-                   "(default: the method's; spikerl 1.0, others 0)")
-    t.add_argument("--eval-every", type=_positive_int, default=5,
-                   help="evaluate every N iterations of ~1000 steps, and at the end")
-    t.add_argument("--eval-episodes", type=_positive_int, default=10)
     t.add_argument("--address", default=None, help="join this Ray cluster instead of "
                    "starting the embedded one (e.g. 127.0.0.1:6379 or 'auto')")
-    t.add_argument("--carbon-intensity", type=_carbon_intensity,
-                   default=DEFAULT_CARBON_INTENSITY, metavar="G_PER_KWH",
-                   help=f"gCO2e per kWh for the carbon figures, or a region "
-                   f"({', '.join(CARBON_REGIONS)}); default {DEFAULT_CARBON_INTENSITY:g}, the "
-                   "2019 world average")
-    t.add_argument("--estimate-cpu-watts", type=_positive_float, default=None, metavar="W",
-                   help="where RAPL cannot be read, estimate CPU energy as W watts per busy "
-                   "core of the run's processes (labelled 'estimate'; default: no estimate)")
-    t.add_argument("--no-energy", action="store_true",
-                   help="run no energy monitors (no energy columns, no energy.json)")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="N",
-                   help="write a checkpoint every N iterations (~1000 env steps each) and at "
-                   "the end (default 10)")
-    t.add_argument("--keep-checkpoints", type=_positive_int, default=3, metavar="K",
-                   help="keep the newest K checkpoints (default 3)")
-    t.add_argument("--save-replay", action="store_true",
-                   help="store the replay memory with each checkpoint, so --resume continues "
-                   "with it (else a resumed run refills it before updating again)")
-    t.add_argument("--max-nonfinite-updates", type=_positive_int, default=1000, metavar="N",
-                   help="stop after N gradient updates in a row with NaN or Inf gradients "
-                   "(each is skipped; default 1000)")
+    add_settings_arguments(t)
     group = t.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="replace the run in --out")
@@ -202,29 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> None:
     from spikerl_ray.training import train
 
-    settings = RunSettings(
-        policy=args.policy, method=args.method or args.policy or "spikerl", algo=args.algo,
-        pre_tanh_penalty=args.pre_tanh_penalty, env=args.env, seed=args.seed,
-        env_runners=args.env_runners,
-        envs_per_runner=args.envs_per_runner, learners=args.learners,
-        gpus_per_learner=args.gpus_per_learner, driver_cpus=args.driver_cpus,
-        precision=args.precision,
-        learner_resources=dict(args.learner_resource),
-        env_runner_resources=dict(args.env_runner_resource),
-        allreduce_dtype=args.allreduce_dtype, backend=args.backend,
-        warmup_steps=args.warmup_steps, spiking_backend=args.spiking_backend,
-        compile=args.compile, async_sampling=args.async_sampling, eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes, energy_monitor=not args.no_energy,
-        estimate_cpu_watts=args.estimate_cpu_watts, carbon_intensity=args.carbon_intensity,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        save_replay=args.save_replay,
-        max_nonfinite_updates=args.max_nonfinite_updates)
+    settings = settings_from_arguments(args)
     checkpoint = train(settings, args.out, args.steps, resume=args.resume, force=args.force,
                        address=args.address, progress=not args.no_progress)
     print(f"done: {args.out}/progress.csv, last checkpoint {checkpoint}")
 
 
 def _tune(args: argparse.Namespace) -> None:
+    from spikerl_ray import session
     from spikerl_ray.experiments import load_experiment
     from spikerl_ray.experiments.tune import (
         check_trials,
@@ -234,7 +209,6 @@ def _tune(args: argparse.Namespace) -> None:
     )
     from spikerl_ray.resources import check, cluster_nodes, describe
     from spikerl_ray.storage import filesystem, is_uri
-    from spikerl_ray import session
 
     exp = load_experiment(args.config)
     if args.out and is_uri(args.out):

@@ -1,6 +1,6 @@
 """``spikerl export``: a checkpoint's spiking actor as a NIR graph (``docs/nir.md``).
 
-The actor is loaded as ``spikerl evaluate`` loads it (:func:`spikerl_ray.evaluate.load_module`:
+The actor is loaded as ``spikerl evaluate`` loads it (:func:`spikerl_ray.checkpoints.load_module`:
 no Ray cluster, no code unpickled). Beside ``FILE.nir`` goes ``FILE.nir.json``, the graph's
 input and output contract (:func:`policies.nir_export.contract`) with the checkpoint's
 environment. Both files are written whole or not at all.
@@ -57,8 +57,8 @@ def export_checkpoint(checkpoint: str, out: str | Path, fmt: str = "nir",
                         "pip install -e '.[nir]'") from None
     out = Path(out)
     _check_out(out, force)
+    from spikerl_ray.checkpoints import load_module
     from spikerl_ray.envs import continuous_spaces
-    from spikerl_ray.evaluate import load_module
 
     module, info = load_module(checkpoint)
     try:

@@ -1,7 +1,7 @@
 """Methods: a network plus the training recipe its paper (or this project) uses.
 
 A *policy* is a network of :mod:`policies`; a *method* is what is compared: the network and
-the settings it is trained with (DESIGN.md, "Methods"; constants from REFERENCE.md).
+the settings it is trained with (each constant and its source: docs/methods.md).
 ``spikerl train --method``, Tune experiments and reports read the recipes here; a recipe's
 settings are :class:`~spikerl_ray.run.RunSettings` fields, and explicit settings override them.
 """
@@ -44,12 +44,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "DSRL: two-neuron encoder, LIF 400-300, integrator readout; lr 1e-3 for both "
            "networks, 1,000 warm-up steps",
            {"actor_lr": 1e-3, "critic_lr": 1e-3, "warmup_steps": 1000}),
-    Method("ann", "ann", "the TD3 paper's MLP actor (256-256), PopSAN's TD3 schedule"),
+    Method("ann", "ann", "an MLP actor 256-256 (the TD3 authors' code since 2019; the paper "
+           "used 400-300), PopSAN's TD3 schedule"),
 )}
 
-
-def get_method(name: str) -> Method:
-    """The method registered as ``name``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]

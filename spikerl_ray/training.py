@@ -1,8 +1,11 @@
-"""``spikerl train``: runs TD3 on Ray, writes progress rows and checkpoints, shows progress."""
+"""``spikerl train``: one run, top to bottom. :func:`train` resolves the settings (before Ray
+starts, so that bad input costs nothing), prepares the run folder, starts or joins Ray, builds
+the algorithm of the registry (:func:`spikerl_ray.algorithms.build_config`), and runs
+:class:`TrainingLoop`: restore, then iterations that each record a progress row, account
+energy, report to the console and checkpoint."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -10,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from policies.diagnostics import collapse_warning, statistic_names
+from spikerl_ray import checkpoints, session
+from spikerl_ray.algorithms import build_config, check_actor
+from spikerl_ray.checkpoints import CHECKPOINT_DIR, CHECKPOINT_INFO
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS, ENERGY_FILE, EnergyLedger, load_energy
 from spikerl_ray.envs import continuous_spaces
-from spikerl_ray.errors import UserError
+from spikerl_ray.errors import NonFiniteError, UserError
 from spikerl_ray.resources import check, cluster_nodes, describe, local_node, requests
-from spikerl_ray.run import (CHECKPOINT_DIR, CHECKPOINT_INFO, PROGRESS_FILE, RUN_FILE,
-                             RUN_OUTPUTS, RunDir, RunSettings, build_config,
-                             checkpoint_problem)
-from spikerl_ray import session
+from spikerl_ray.run import PROGRESS_FILE, RUN_FILE, RUN_OUTPUTS, RunDir
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.storage import Mirror, is_uri
 
 
@@ -101,52 +105,50 @@ def _push(mirror: Mirror | None, checkpoint: Path | None = None,
         mirror.delete(tuple(p.relative_to(mirror.local).as_posix() for p in removed))
 
 
-def _restore(algo: Any, run: RunDir) -> Path:
-    """Restores the newest usable checkpoint of ``run``, falling back past damaged ones (each
-    named on stderr), and rewinds the progress rows to it; returns it."""
-    for path in run.checkpoints_newest_first():
-        problem = checkpoint_problem(path)
-        if problem is None:
-            try:
-                algo.restore_from_path(str(path.resolve()))
-            except Exception as exc:  # a damaged checkpoint written before file lists
-                problem = f"it cannot be restored ({type(exc).__name__}: {exc})"
-        if problem is None:
-            run.rewind(json.loads((path / CHECKPOINT_INFO).read_text())["iteration"])
-            return path
-        print(f"spikerl train: checkpoint {run.name}/{path.relative_to(run.path)} is damaged "
-              f"({problem}); trying the one before it", file=sys.stderr)
-    raise UserError(f"--resume: {run.name} has no usable checkpoint")
+def resolve(settings: RunSettings) -> RunSettings:
+    """The settings a run trains with (:meth:`RunSettings.resolved`), checked against its
+    environment, its algorithm's config and its actor; bad ones end in one :class:`UserError`
+    line, before anything starts."""
+    continuous_spaces(settings.env)
+    try:
+        settings = settings.resolved()
+        build_config(settings).validate()
+        check_actor(settings)
+    except ValueError as exc:
+        # RLlib appends a hint on how to skip validation; the first line is the message.
+        raise UserError(str(exc).strip().splitlines()[0]) from None
+    return settings
 
 
 def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = False,
           force: bool = False, address: str | None = None, progress: bool = True) -> str:
     """Trains until ``steps`` env steps in total; returns where the last checkpoint is. ``out``
     is a folder or a URI (:mod:`spikerl_ray.storage`)."""
-    continuous_spaces(settings.env)
-    try:
-        settings = settings.resolved()
-        build_config(settings).validate()
-    except ValueError as exc:
-        # RLlib appends a hint on how to skip validation; the first line is the message.
-        raise UserError(str(exc).strip().splitlines()[0]) from None
+    settings = resolve(settings)
     run, mirror = _stage(out, resume)
     try:
-        checkpoint = _train_in(run, mirror, settings, steps, resume=resume, force=force,
-                               address=address, progress=progress)
+        settings = _open(run, mirror, settings, resume=resume, force=force, address=address)
+        algo = build_config(settings).build_algo()
+        try:
+            loop = TrainingLoop(algo, run, settings, steps, mirror, progress)
+            if resume:
+                loop.restore()
+            checkpoint = loop.run()
+        finally:
+            _push(mirror)
+            algo.stop()
     finally:
         if mirror is not None:
             mirror.close()
     return f"{str(out).rstrip('/')}/{checkpoint.relative_to(run.path).as_posix()}"
 
 
-def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: int, *,
-              resume: bool, force: bool, address: str | None, progress: bool) -> Path:
-    """:func:`train` in the run folder ``run`` (synced to ``mirror``'s URI if given)."""
-    from tqdm import tqdm
-
+def _open(run: RunDir, mirror: Mirror | None, settings: RunSettings, *, resume: bool,
+          force: bool, address: str | None) -> RunSettings:
+    """Checks the run folder, the resources asked for and starts or joins Ray, then claims the
+    folder (writes ``run.json``, or on resume takes the stored settings)."""
     settings = run.start(settings, resume=resume, force=force, dry_run=True)
-    if resume and not run.checkpoints_newest_first():
+    if resume and not checkpoints.newest_first(run.checkpoints):
         raise UserError(f"--resume: {run.name} has no checkpoint to resume from")
     reqs = run_requests(settings)
     asked = describe(reqs) if reqs else "nothing beyond this process"
@@ -161,64 +163,98 @@ def _train_in(run: RunDir, mirror: Mirror | None, settings: RunSettings, steps: 
         if replacing:  # --force, as run.start did in the staging folder
             mirror.delete(RUN_OUTPUTS)
         mirror.push(RUN_FILE)
+    return settings
 
-    from spikerl_ray.td3.td3 import NonFiniteError
 
-    algo = build_config(settings).build_algo()
-    try:
-        restored = _restore(algo, run) if resume else None
-        env_steps = int(algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
-                                          default=0))
-        updates = 0.0
-        # The energy ledger as it stood at the checkpoint (older checkpoints: the run's).
-        stored = (load_energy(restored) or load_energy(run.path)) if restored else None
-        ledger = (EnergyLedger.from_dict(stored) if stored else
-                  EnergyLedger(settings.carbon_intensity))
-        bar = tqdm(total=steps, initial=min(env_steps, steps), unit="step", disable=not progress,
-                   dynamic_ncols=True)
-        last_ckpt = None
-        warned = False
-        while env_steps < steps:
-            t0 = time.perf_counter()
-            try:
-                result = algo.train()
-            except NonFiniteError as exc:
-                good = last_ckpt or restored
-                kept = (f"; the last checkpoint, {run.name}/{good.relative_to(run.path)}, "
-                        "holds finite weights") if good else ""
-                raise UserError(f"stopped at iteration {algo.iteration + 1}: {exc}{kept}"
-                                ) from None
-            wall = time.perf_counter() - t0
-            evaluated = bool(settings.eval_every) and algo.iteration % settings.eval_every == 0
-            row = _row(result, evaluated, wall, env_steps, updates)
-            last = row["env_steps"] >= steps
-            if last and not evaluated:
-                row["eval_return_mean"] = algo.evaluate()["env_runners"]["episode_return_mean"]
-            run.append_progress(row)
-            if result.get("energy"):
-                ledger.add(result["energy"], row["env_steps"] - env_steps)
-                ledger.write(run.path / ENERGY_FILE)
-            warning = None if warned else collapse_warning(
-                {k: v for k, v in row.items() if v is not None})
-            if warning:
-                bar.write(f"warning (iteration {row['iteration']}): {warning}", file=sys.stderr)
-                warned = True
-            bar.update(min(row["env_steps"], steps) - min(env_steps, steps))
-            bar.set_postfix(ret=f"{row['episode_return_mean']:.1f}"
-                            if row["episode_return_mean"] is not None else "-",
-                            eval=f"{row['eval_return_mean']:.1f}"
-                            if row["eval_return_mean"] is not None else "-",
-                            sps=f"{row['env_steps_per_s']:.0f}")
-            env_steps, updates = row["env_steps"], row["num_updates"]
-            if last or algo.iteration % settings.checkpoint_every == 0:
-                last_ckpt, removed = run.save_checkpoint(algo, settings, algo.iteration,
-                                                         env_steps)
-                _push(mirror, last_ckpt, removed)
-        bar.close()
-        if last_ckpt is None:
-            last_ckpt, removed = run.save_checkpoint(algo, settings, algo.iteration, env_steps)
-            _push(mirror, last_ckpt, removed)
-        return last_ckpt
-    finally:
-        _push(mirror)
-        algo.stop()
+class TrainingLoop:
+    """The iterations of one run: each trains, records its progress row and energy, reports
+    to the console and checkpoints when due."""
+
+    def __init__(self, algo: Any, run: RunDir, settings: RunSettings, steps: int,
+                 mirror: Mirror | None, progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.algo, self.folder, self.settings, self.steps, self.mirror = (
+            algo, run, settings, steps, mirror)
+        self.env_steps = 0
+        self.updates = 0.0
+        self.ledger = EnergyLedger(settings.carbon_intensity)
+        self.last_checkpoint: Path | None = None
+        self.warned = False
+        self.bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
+
+    def restore(self) -> None:
+        """Continues from the newest usable checkpoint: its weights and counters, progress
+        rows up to it, and the energy ledger as it stood then."""
+        path, info = checkpoints.restore(self.algo, self.folder.checkpoints, self.folder.name)
+        self.folder.rewind(info["iteration"])
+        self.last_checkpoint = path
+        self.env_steps = int(self.algo.metrics.peek(
+            ("env_runners", "num_env_steps_sampled_lifetime"), default=0))
+        stored = load_energy(path) or load_energy(self.folder.path)  # older: the run's
+        if stored:
+            self.ledger = EnergyLedger.from_dict(stored)
+        self.bar.update(min(self.env_steps, self.steps))
+
+    def run(self) -> Path:
+        """Iterates until the run has its env steps; returns the last checkpoint."""
+        wrote = False
+        while self.env_steps < self.steps:
+            row, result = self._iterate()
+            self._record(row, result)
+            self._report(row)
+            last = row["env_steps"] >= self.steps
+            if last or self.algo.iteration % self.settings.checkpoint_every == 0:
+                self._checkpoint()
+                wrote = True
+        self.bar.close()
+        if not wrote:  # resumed at or past the end: a checkpoint of where it stands
+            self._checkpoint()
+        return self.last_checkpoint
+
+    def _iterate(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One training iteration (an evaluation where due, and always at the end); its
+        progress row and RLlib's result."""
+        t0 = time.perf_counter()
+        try:
+            result = self.algo.train()
+        except NonFiniteError as exc:
+            kept = (f"; the last checkpoint, {self.folder.name}/{CHECKPOINT_DIR}/"
+                    f"{self.last_checkpoint.name}, holds finite weights"
+                    if self.last_checkpoint else "")
+            raise UserError(f"stopped at iteration {self.algo.iteration + 1}: {exc}{kept}"
+                            ) from None
+        wall = time.perf_counter() - t0
+        every = self.settings.eval_every
+        evaluated = bool(every) and self.algo.iteration % every == 0
+        row = _row(result, evaluated, wall, self.env_steps, self.updates)
+        if row["env_steps"] >= self.steps and not evaluated:
+            row["eval_return_mean"] = self.algo.evaluate()["env_runners"]["episode_return_mean"]
+        return row, result
+
+    def _record(self, row: dict[str, Any], result: dict[str, Any]) -> None:
+        """Appends the progress row and adds the iteration's energy to the ledger."""
+        self.folder.append_progress(row)
+        if result.get("energy"):
+            self.ledger.add(result["energy"], row["env_steps"] - self.env_steps)
+            self.ledger.write(self.folder.path / ENERGY_FILE)
+
+    def _report(self, row: dict[str, Any]) -> None:
+        """The progress bar, and the first collapse warning (policies.diagnostics)."""
+        warning = None if self.warned else collapse_warning(
+            {k: v for k, v in row.items() if v is not None})
+        if warning:
+            self.bar.write(f"warning (iteration {row['iteration']}): {warning}",
+                           file=sys.stderr)
+            self.warned = True
+        self.bar.update(min(row["env_steps"], self.steps) - min(self.env_steps, self.steps))
+        self.bar.set_postfix(
+            ret="-" if row["episode_return_mean"] is None else f"{row['episode_return_mean']:.1f}",
+            eval="-" if row["eval_return_mean"] is None else f"{row['eval_return_mean']:.1f}",
+            sps=f"{row['env_steps_per_s']:.0f}")
+        self.env_steps, self.updates = row["env_steps"], row["num_updates"]
+
+    def _checkpoint(self) -> None:
+        self.last_checkpoint, removed = self.folder.save_checkpoint(
+            self.algo, self.settings, self.algo.iteration, self.env_steps)
+        _push(self.mirror, self.last_checkpoint, removed)

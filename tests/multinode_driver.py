@@ -19,7 +19,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from spikerl_ray.run import RunSettings, build_config  # noqa: E402
+from spikerl_ray.algorithms import build_config  # noqa: E402
+from spikerl_ray.common.fragments import sample_fragments  # noqa: E402
+from spikerl_ray.settings import RunSettings  # noqa: E402
 from fast_start import FAST_START, FAST_START_FLAGS  # noqa: E402 (this script's folder)
 
 
@@ -83,7 +85,8 @@ def main() -> None:
             out["replay_size"] = [r.get() for r in algo.learner_group.foreach_learner(
                 lambda l: len(l.replay))][0]
             # One more sampling round: a fragment comes back from each of the two runners.
-            out["fragment_sizes"] = [rows for _, rows, _ in algo._sample_fragments(False)]
+            out["fragment_sizes"] = [rows for _, rows, _ in
+                                     sample_fragments(algo, False, by_reference=True)]
         finally:
             algo.stop()
         out |= _learners_across_nodes()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor, dsrl_threshold
-from policies.reference import reference_forward
+from tests.reference import reference_forward
 
 NAMES = ["spikerl", "popsan", "dsrl", "ann"]
 

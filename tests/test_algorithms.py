@@ -16,7 +16,8 @@ from ray.rllib.core.columns import Columns
 from policies import ACTORS
 from policies.gaussian import LOG_STD_MAX, LOG_STD_MIN, PPO_INITIAL_LOG_STD, GaussianActor
 from spikerl_ray.ppo.rl_module import SpikingPPOTorchRLModule
-from spikerl_ray.run import RunSettings, build_config
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.sac.rl_module import SpikingSACTorchRLModule
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)

@@ -27,6 +27,7 @@ WRONG = {
     cli._non_negative_float: [("x", "expected a float >= 0"), ("-1", "must be >= 0")],
     cli._resource: [("gpu_node", "expected NAME=AMOUNT"), ("gpu_node=-1", "AMOUNT > 0")],
     cli._carbon_intensity: [("mars", "mars")],
+    cli._policy: [("snn", "invalid choice: 'snn'"), ("my module:f", "MODULE:FACTORY")],
 }
 # Flags whose values are free text: a value that names nothing (a missing file or folder, an
 # unknown environment, an address where nothing listens).

@@ -73,7 +73,7 @@ def test_evaluate_json(run_dir, capsys):
 def test_algorithm_from_checkpoint_restores_weights_and_obs_stats(run_dir):
     from ray.rllib.algorithms.algorithm import Algorithm
 
-    from spikerl_ray.evaluate import load_module
+    from spikerl_ray.checkpoints import load_module
 
     ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
     module, _ = load_module(ckpt)
@@ -271,7 +271,7 @@ def test_export_nir_of_a_trained_checkpoint(run_dir, tmp_path, capsys):
     from nir_runners import import_snntorch, run_snntorch
 
     from policies.nir_export import HostSide
-    from spikerl_ray.evaluate import load_module
+    from spikerl_ray.checkpoints import load_module
 
     ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
     out = tmp_path / "actor.nir"
@@ -300,7 +300,7 @@ def test_train_evaluate_and_export_under_rllibs_sac_and_ppo(algo, steps, tmp_pat
     from nir_runners import import_snntorch, run_snntorch
 
     from policies.nir_export import HostSide
-    from spikerl_ray.evaluate import load_module
+    from spikerl_ray.checkpoints import load_module
 
     out = tmp_path / algo
     argv = ["train", "--algo", algo, "--policy", "spikerl", "--env", "Pendulum-v1", "--out",

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from spikerl_ray.run import RunSettings, build_config
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
 from tests.fast_start import FAST_START
 
 
-def _config(allreduce_dtype: str = "fp32"):
+def _config(allreduce_dtype: str = "fp32", backend: str = "auto"):
     return (build_config(RunSettings(policy="spikerl", env="Pendulum-v1", learners=2,
-                                     warmup_steps=200, eval_every=0, **FAST_START))
+                                     warmup_steps=200, eval_every=0, backend=backend,
+                                     **FAST_START))
             .training(num_steps_sampled_before_learning_starts=200,
                       allreduce_dtype=allreduce_dtype)
             .env_runners(rollout_fragment_length=100)
@@ -27,20 +29,26 @@ def _states(algo) -> list[dict[str, torch.Tensor]]:
     return [r.get() for r in algo.learner_group.foreach_learner(state)]
 
 
-@pytest.fixture
-def two_learners(ray_session):
+@pytest.fixture(params=["auto", "gloo"])
+def two_learners(ray_session, request):
     # Function-scoped: two learners take both CPUs of the test cluster, so no two of these
-    # algorithms may live at once.
-    algo = _config().build_algo()
+    # algorithms may live at once. "auto": Ray Train's process group; an explicit backend: a
+    # group of the learners' own (torch.distributed.new_group), which DDP then reduces over.
+    algo = _config(backend=request.param).build_algo()
     yield algo
     algo.stop()
 
 
 def test_two_learners_hold_bitwise_identical_parameters(two_learners):
+    explicit = two_learners.config.torch_distributed_backend != "auto"
     info = [r.get() for r in two_learners.learner_group.foreach_learner(
-        lambda l: (torch.distributed.get_world_size(), torch.distributed.get_backend(),
-                   [type(m).__name__ for m in l.ddp_modules]))]
-    assert info == [(2, "gloo", ["DistributedDataParallel"] * 2)] * 2
+        lambda l: (torch.distributed.get_world_size(l.process_group),
+                   torch.distributed.get_backend(l.process_group),
+                   l.process_group is not None,
+                   [type(m).__name__ for m in l.ddp_modules],
+                   [m.process_group is (l.process_group or torch.distributed.group.WORLD)
+                    for m in l.ddp_modules]))]
+    assert info == [(2, "gloo", explicit, ["DistributedDataParallel"] * 2, [True] * 2)] * 2
     before = _states(two_learners)[0]
     for _ in range(3):
         result = two_learners.train()

@@ -1,4 +1,4 @@
-"""TD3EnvRunner.sample_transitions on real Gymnasium/MuJoCo envs: shapes, per-env continuity
+"""TransitionEnvRunner.sample_transitions on real Gymnasium/MuJoCo envs: shapes, per-env continuity
 across episode ends (NEXT_STEP autoreset), RLlib episode metrics, unsquashed actions, seeding."""
 
 from __future__ import annotations
@@ -10,23 +10,24 @@ import numpy as np
 import pytest
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
-from spikerl_ray.run import RunSettings, build_config
-from spikerl_ray.td3.env_runner import TD3EnvRunner
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
+from spikerl_ray.common.env_runner import TransitionEnvRunner
 from tests.fast_start import FAST_START
 
 KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds")
 
 
 @pytest.fixture
-def make_runner() -> Iterator[Callable[..., TD3EnvRunner]]:
+def make_runner() -> Iterator[Callable[..., TransitionEnvRunner]]:
     """Builds local runners the way the Algorithm builds its local one; stops them after."""
-    runners: list[TD3EnvRunner] = []
+    runners: list[TransitionEnvRunner] = []
 
-    def make(env: str, num_envs: int = 1, fragment: int = 50) -> TD3EnvRunner:
+    def make(env: str, num_envs: int = 1, fragment: int = 50) -> TransitionEnvRunner:
         config = (build_config(RunSettings(policy="spikerl", env=env, envs_per_runner=num_envs,
                                            warmup_steps=0, **FAST_START))
                   .env_runners(rollout_fragment_length=fragment))
-        runners.append(TD3EnvRunner(config=config))
+        runners.append(TransitionEnvRunner(config=config))
         return runners[-1]
 
     yield make
@@ -38,7 +39,7 @@ def _concat(fragments: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([f[k] for f in fragments]) for k in KEYS}
 
 
-def _aggregate(runner: TD3EnvRunner, root: MetricsLogger | None = None) -> MetricsLogger:
+def _aggregate(runner: TransitionEnvRunner, root: MetricsLogger | None = None) -> MetricsLogger:
     """The runner's metrics aggregated into ``root`` as the Algorithm aggregates them."""
     root = root or MetricsLogger(root=True)
     root.aggregate([runner.get_metrics()])

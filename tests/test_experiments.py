@@ -20,7 +20,8 @@ from spikerl_ray.cli import main
 from spikerl_ray.energy.readers import RaplReader
 from spikerl_ray.experiments import load_experiment
 from spikerl_ray.experiments.tune import trial_settings
-from spikerl_ray.run import RunSettings, build_config
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tune_configs" / "smoke.yaml"

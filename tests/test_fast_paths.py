@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikerl_ray.run import RunSettings, build_config
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.td3.td3 import SAMPLE_TAG
 from tests.fast_start import FAST_START
 

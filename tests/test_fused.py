@@ -1,6 +1,6 @@
 """The fast spiking paths against the plain references, forward and gradients: the fused
 backend against the torch backend, and ``torch.compile`` of the torch backend against the
-per-timestep reference forward (:mod:`policies.reference`).
+per-timestep reference forward (:mod:`tests.reference`).
 
 Tolerances as SpikingJelly states them per dtype: 1e-5 in fp32, 2e-2 in bf16.
 """
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from policies import build_actor
-from policies.reference import EQUIVALENCE_TOL as TOL
-from policies.reference import ReferenceActor
+from tests.reference import EQUIVALENCE_TOL as TOL
+from tests.reference import ReferenceActor
 
 
 def _pair(name: str, obs_dim: int = 17, act_dim: int = 6, **kwargs):

@@ -11,7 +11,7 @@ import csv
 
 import pytest
 
-from spikerl_ray.run import RunSettings
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.training import train
 
 CASES = [

@@ -14,7 +14,7 @@ import csv
 import pytest
 
 from policies.diagnostics import OUTPUT_SATURATION_WARNING
-from spikerl_ray.run import RunSettings
+from spikerl_ray.settings import RunSettings
 from spikerl_ray.training import train
 
 STEPS = 10_000

@@ -263,8 +263,8 @@ def test_ann_actor_has_no_nir_export():
 # state pickled as numpy arrays, spikerl_run.json beside it) but without training.
 def _checkpoint(path: Path, policy: str, env: str = "Pendulum-v1") -> Path:
     from spikerl_ray.envs import continuous_spaces
-    from spikerl_ray.evaluate import MODULE_PATH, STATE_FILE
-    from spikerl_ray.run import CHECKPOINT_INFO
+    from spikerl_ray.checkpoints import MODULE_PATH, STATE_FILE
+    from spikerl_ray.checkpoints import CHECKPOINT_INFO
     from spikerl_ray.td3.rl_module import TD3TorchRLModule
 
     obs_space, act_space = continuous_spaces(env)

@@ -20,8 +20,9 @@ from conftest import kill_when
 from spikerl_ray.cli import main
 from spikerl_ray.core.replay import Batch, TransitionReplay, finite_rows
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
-from spikerl_ray.evaluate import load_module
-from spikerl_ray.run import PROGRESS_COLUMNS, RunDir, checkpoint_problem
+from spikerl_ray.checkpoints import load_module
+from spikerl_ray import checkpoints
+from spikerl_ray.run import PROGRESS_COLUMNS, RunDir
 from tests.fast_start import FAST_START, FAST_START_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def test_nans_from_the_environment_never_reach_the_weights(tmp_path, ray_session
     assert 2000 / 7 < dropped < 2000
     assert all(np.isfinite(float(r["critic_loss"])) for r in rows if r["critic_loss"])
     assert int(rows[-1]["num_updates"]) > 0
-    module, _ = load_module(RunDir(out).latest_checkpoint())
+    module, _ = load_module(checkpoints.latest(RunDir(out).checkpoints))
     assert all(torch.isfinite(t).all() for t in module.state_dict().values())
     assert module.obs_normalizer.count.item() == 2000 - dropped
 
@@ -165,7 +166,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_checkpoint(tmp_p
                                                                            ray_session):
     """A critic learning rate of 1e30 blows the critic up at its first update; every later
     update has NaN gradients and is skipped, until the run gives up."""
-    from spikerl_ray.run import RunSettings
+    from spikerl_ray.settings import RunSettings
     from spikerl_ray.training import train
 
     out = tmp_path / "run"
@@ -182,8 +183,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_checkpoint(tmp_p
     assert "gradient updates in a row had NaN or Inf gradients" in message
     assert f"iter_{len(rows):06d}, holds finite weights" in message
     assert all(int(r["nonfinite_updates"]) > 0 for r in rows)
-    ckpt = RunDir(out).latest_checkpoint()
-    assert ckpt.name == f"iter_{len(rows):06d}" and checkpoint_problem(ckpt) is None
+    ckpt = checkpoints.latest(RunDir(out).checkpoints)
+    assert ckpt.name == f"iter_{len(rows):06d}" and checkpoints.problem(ckpt) is None
     module, _ = load_module(ckpt)
     assert all(torch.isfinite(t).all() for t in module.state_dict().values())
 
@@ -197,7 +198,7 @@ def test_checkpoints_are_pruned_verified_and_resume_falls_back(tmp_path, capsys,
     newest = out / "checkpoints" / "iter_000003"
     state = next(newest.rglob("module_state*"))
     state.write_bytes(state.read_bytes()[:-100])  # truncated
-    assert "bytes, not" in checkpoint_problem(newest)
+    assert "bytes, not" in checkpoints.problem(newest)
     capsys.readouterr()
     assert main([*TRAIN, "--steps", "4000", "--out", str(out), "--resume"]) == 0
     err = capsys.readouterr().err
@@ -212,7 +213,8 @@ def test_checkpoints_are_pruned_verified_and_resume_falls_back(tmp_path, capsys,
 def test_resuming_a_checkpoint_is_reproducible_and_restores_the_learner(tmp_path, ray_session):
     """Two restores of one checkpoint (replay saved) train identically; the restored learner
     holds the checkpoint's replay, random state, update count and observation statistics."""
-    from spikerl_ray.run import RunSettings, build_config
+    from spikerl_ray.algorithms import build_config
+    from spikerl_ray.settings import RunSettings
 
     settings = RunSettings(method="ann", env="Pendulum-v1", warmup_steps=500, eval_every=100,
                            save_replay=True, energy_monitor=False, **FAST_START)
@@ -257,7 +259,7 @@ def test_a_killed_training_resumes_with_no_row_repeated_or_lost(tmp_path, ray_se
                               stderr=subprocess.DEVNULL, start_new_session=True)
     kill_when(driver, lambda: (out / "progress.csv").exists() and len(_rows(out)) >= 5, 600)
     before = _rows(out)
-    kept = RunDir(out).latest_checkpoint()
+    kept = checkpoints.latest(RunDir(out).checkpoints)
     at = json.loads((kept / "spikerl_run.json").read_text())["iteration"]
     assert at >= 4 and len(before) >= at
     assert main([*TRAIN, "--steps", str(1000 * (len(before) + 2)), "--out", str(out),

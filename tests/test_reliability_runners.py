@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from spikerl_ray.run import RunSettings, build_config
+from spikerl_ray.algorithms import build_config
+from spikerl_ray.settings import RunSettings
 from tests.fast_start import FAST_START
 
 FRAGMENT = 100  # env steps per runner and training step (one env per runner)

@@ -10,7 +10,7 @@ import torch
 
 from policies import RunningNormalizer, TwinQCritic, build_actor
 from spikerl_ray.core.replay import TransitionReplay
-from spikerl_ray.core.syncs import host_syncs
+from tests.host_syncs import host_syncs
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, critic_loss, polyak_update
 
 

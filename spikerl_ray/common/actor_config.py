@@ -8,10 +8,10 @@ from typing import Any
 
 from ray.util import log_once
 
-from policies import ACTORS
 from policies.gaussian import GaussianActor, build_gaussian_actor
 from policies.spiking import BACKEND_CHOICES as SPIKING_BACKENDS
 from policies.spiking import resolve_backend
+from spikerl_ray.settings import check_policy
 
 ACTOR_SETTINGS = ("method", "policy", "actor_kwargs", "spiking_backend", "critic_hiddens")
 
@@ -41,9 +41,10 @@ class ActorSettings:
         log_once(f"{self.algo_class.__name__}_on_new_api_stack")
 
     def _validate_actor_settings(self) -> None:
-        if self.policy not in ACTORS:
-            self._value_error(f"unknown policy {self.policy!r}; choose one of "
-                              f"{', '.join(sorted(ACTORS))}")
+        try:
+            check_policy(self.policy)
+        except ValueError as exc:
+            self._value_error(f"unknown policy: {exc}")
         if self.spiking_backend not in SPIKING_BACKENDS:
             self._value_error(f"spiking_backend must be one of {SPIKING_BACKENDS}, got "
                               f"{self.spiking_backend!r}")

@@ -1,10 +1,10 @@
 """Observation statistics for RLlib's own SAC and PPO learners.
 
-Neither learner updates a module-held observation normalizer (REFERENCE.md), so the modules
+Neither learner updates a module-held observation normalizer (Ray 2.60; docs/algorithms.md), so the modules
 of :mod:`spikerl_ray.sac` and :mod:`spikerl_ray.ppo` keep ours (:class:`policies.
 RunningNormalizer`, in the module's weights: synchronized to the env runners with them and
 saved in checkpoints) and these hooks fold each new observation in exactly once, before the
-updates that learn from it, as TD3's learner does (DESIGN.md: raw observations in replay, one
+updates that learn from it, as TD3's learner does (PopSAN's scheme, docs/methods.md: raw observations in replay, one
 set of statistics shared by acting and learning):
 
 - SAC (off-policy): :class:`spikerl_ray.sac.SpikingSAC` folds every fragment's observations

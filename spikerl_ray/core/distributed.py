@@ -9,6 +9,9 @@ bfloat16, pre-divide by the world size, all-reduce, and copy back into the fp32 
 import torch
 import torch.distributed as dist
 
+# torch.distributed backends of data-parallel learners; "auto": NCCL with GPUs, Gloo without.
+DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl", "mpi")
+
 
 def bf16_allreduce_hook(state: object, bucket: dist.GradBucket
                         ) -> torch.futures.Future[torch.Tensor]:

@@ -1,9 +1,9 @@
 """What this machine's PyTorch can do fast: compiled networks and bfloat16 (no Ray).
 
-The defaults of :class:`~spikerl_ray.td3.TD3Config` and ``spikerl train`` are the fastest
-configuration whose learning matches plain fp32 (docs/performance.md): networks compiled with
-``torch.compile`` and bf16 autocast where the device computes bf16 natively. These checks
-decide where that configuration can run.
+:class:`~spikerl_ray.td3.TD3Config` compiles the networks with ``torch.compile`` by default, in
+fp32; bf16 autocast is opt-in (``precision="bf16"``, or ``"auto"``: bf16 where the device
+computes it natively), since its learning is not yet shown equal to fp32's
+(docs/performance.md). These checks decide where each can run.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from spikerl_ray.core.replay import Batch
 
 @dataclass(frozen=True)
 class TD3Hyperparams:
-    """TD3 constants; defaults are the TD3 paper's and PopSAN's (REFERENCE.md)."""
+    """TD3 constants; defaults are the TD3 paper's and PopSAN's (docs/methods.md)."""
 
     gamma: float = 0.99
     tau: float = 0.005  # Polyak 0.995
@@ -66,12 +66,12 @@ def actor_loss(actor: nn.Module, critic: nn.Module,
     """Deterministic policy gradient: maximize Q1(s, pi(s)); plus ``pre_tanh_penalty`` times
     the mean squared pre-tanh output ``u`` of ``pi(s) = tanh(u)``."""
     obs = normalize(batch.obs)
+    if not pre_tanh_penalty:  # any actor: forward(obs) alone is the minimal contract
+        q1, _ = critic(obs, actor(obs))
+        return -q1.float().mean()
     pre = actor(obs, squash=False)
     q1, _ = critic(obs, torch.tanh(pre))
-    loss = -q1.float().mean()
-    if pre_tanh_penalty:
-        loss = loss + pre_tanh_penalty * pre.float().square().mean()
-    return loss
+    return -q1.float().mean() + pre_tanh_penalty * pre.float().square().mean()
 
 
 def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # World-average carbon intensity of electricity, 2019 (IEA Global Energy & CO2 Status Report
-# 2019; the default of carbontracker and of REFERENCE.md).
+# 2019; carbontracker's default until its 2024 update; docs/methods.md).
 DEFAULT_CARBON_INTENSITY = 475.0
 # Named regions, gCO2e/kWh: Ember and Energy Institute via Our World in Data,
 # "carbon-intensity-electricity", year 2024 (the EU: 2023, the latest year given), read

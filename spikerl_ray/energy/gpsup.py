@@ -28,7 +28,7 @@ CATEGORIES: dict[int, tuple[str, str]] = {
     8: ("red", "not faster at higher power (Speedup <= 1, Powerup > 1)"),
 }
 
-# EPA Greenhouse Gas Equivalencies Calculator, as recorded in REFERENCE.md (read 2026-11-28;
+# EPA Greenhouse Gas Equivalencies Calculator, as recorded on 2026-11-28 (docs/methods.md;
 # the EPA revises them about yearly): kg CO2e per unit.
 EPA_EQUIVALENCES: dict[str, tuple[float, str]] = {
     "miles": (0.393, "miles driven by an average gasoline passenger car"),

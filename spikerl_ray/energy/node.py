@@ -21,7 +21,7 @@ from spikerl_ray.energy.readers import (
     RaplReader,
 )
 
-# Poll periods. NVML refreshes power and its energy counter about every 100 ms (REFERENCE.md),
+# Poll periods. NVML refreshes power and its energy counter about every 100 ms (NVML's docs),
 # so sampling power faster adds nothing; a RAPL package counter (range ~262 kJ) takes minutes
 # to wrap even at a few hundred watts, so once a second is ample.
 POWER_POLL_S = 0.1

@@ -2,7 +2,7 @@
 a set of processes for an estimate the user asks for.
 
 Each reader reports :class:`Counter` values: joules accumulated since the reader was made,
-with the source that produced them (REFERENCE.md, "Energy and carbon"):
+with the source that produced them (docs/energy.md):
 
 - ``nvml-counter``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load; Volta+);
 - ``nvml-power``: ``nvmlDeviceGetPowerUsage`` samples (mW) integrated by the trapezoid rule,

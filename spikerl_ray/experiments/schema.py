@@ -1,7 +1,10 @@
 """The schema of ``tune_configs/*.yaml`` (documented in ``tune_configs/README.md``).
 
 Validated with pydantic before Ray starts: an unknown key, a wrong type, an unknown method or
-environment ends in one line naming the file and the key (:class:`ExperimentError`).
+environment ends in one line naming the file and the key (:class:`ExperimentError`). The keys
+that are run settings (``evaluation``, ``resources``, ``settings``, ``precision``) are derived
+from :class:`~spikerl_ray.settings.RunSettings`: the same names, types, defaults and help as
+the flags of ``spikerl train``.
 """
 
 from __future__ import annotations
@@ -15,42 +18,38 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from spikerl_ray.errors import UserError
+from spikerl_ray.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from spikerl_ray.errors import ExperimentError, UserError
 from spikerl_ray.methods import METHODS
-from spikerl_ray.run import ALGOS
+from spikerl_ray.settings import RunSettings, check_policy, default, field_type, where
 
-# What a search space may vary, and the type of its values: RunSettings fields, and the
-# spiking actor's encoder population size and timesteps (actor constructor arguments).
-SEARCHABLE: dict[str, type] = {
-    "actor_lr": float, "critic_lr": float, "batch_size": int, "exploration_noise": float,
-    "pre_tanh_penalty": float, "warmup_steps": int, "encoder_pop": int, "timesteps": int,
-}
 # Short metric names of the YAML and the result keys Tune reports them under.
 METRICS = {
     "train_return": "env_runners/episode_return_mean",
     "eval_return": "evaluation/env_runners/episode_return_mean",
 }
+# Search spaces that are actor constructor arguments (of the built-in spiking actors) rather
+# than run settings.
+ACTOR_ARGS = ("encoder_pop", "timesteps")
 
 
-def split_entry(entry: str) -> tuple[str, str]:
-    """A ``methods`` entry, ``METHOD`` (trained with TD3) or ``METHOD/ALGO`` (the method's
-    network trained with ``ALGO``), as ``(method, algo)``."""
-    method, _, algo = entry.partition("/")
-    return method, algo or "td3"
-
-
-class ExperimentError(UserError):
-    """A tune config that cannot be run; the message is one line naming file and key."""
+def split_entry(entry: str) -> tuple[str, str, str | None]:
+    """A ``methods`` entry, ``METHOD[/ALGO][@POLICY]``, as ``(method, algo, policy)``: the
+    method's recipe, trained with ``ALGO`` (default TD3), with the network ``POLICY`` (a
+    built-in or ``MODULE:FACTORY``, docs/actors.md) instead of the method's (None)."""
+    spec, _, policy = entry.partition("@")
+    method, _, algo = spec.partition("/")
+    return method, algo or DEFAULT_ALGORITHM, policy or None
 
 
 class _Strict(BaseModel):
@@ -58,39 +57,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Evaluation(_Strict):
-    every: PositiveInt = 5  # training iterations (about 1,000 env steps each)
-    episodes: PositiveInt = 10
+def yaml_place(name: str) -> tuple[str, str] | None:
+    """Where the run setting ``name`` goes in a tune config, ``(section, key)`` (section ""
+    for the top level), or None where an experiment sets it itself."""
+    place = where(name).get("yaml", ("settings", None))
+    return None if place is None else (place[0], place[1] or name)
 
 
-class Resources(_Strict):
-    learners: NonNegativeInt = 0  # data-parallel methods only (spikerl); 0: one local learner
-    env_runners: NonNegativeInt = 0  # 0: sample in the trial's own process
-    envs_per_runner: PositiveInt = 1
-    cpus_per_learner: PositiveFloat = 1.0
-    gpus_per_learner: NonNegativeFloat = 0.0
-    # Ray custom resources each learner / env runner asks for (e.g. to pin them to node types).
-    learner_resources: dict[str, PositiveFloat] = {}
-    env_runner_resources: dict[str, PositiveFloat] = {}
+def section_keys(section: str) -> dict[str, str]:
+    """The keys of ``section`` of a tune config and the run setting each one is."""
+    return {place[1]: name for name in RunSettings.model_fields
+            if (place := yaml_place(name)) is not None and place[0] == section}
 
 
-class Settings(_Strict):
-    """Run settings applied to every trial (explicit, so they override the recipes)."""
+def _fields(section: str, optional: bool) -> dict[str, Any]:
+    """pydantic field definitions of a section's run settings: their types, help and defaults
+    (with ``optional``: None, meaning "not set here")."""
+    out = {}
+    for key, name in section_keys(section).items():
+        info = RunSettings.model_fields[name]
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else \
+            info.annotation
+        default_value = None if optional else default(name)
+        out[key] = (kind | None if optional else kind,
+                    Field(default_value, description=info.description))
+    return out
 
-    warmup_steps: NonNegativeInt | None = None
-    pre_tanh_penalty: NonNegativeFloat | None = None
-    spiking_backend: Literal["auto", "fused", "torch"] | None = None
-    compile: bool | None = None
-    energy_monitor: bool | None = None  # default: on
-    estimate_cpu_watts: PositiveFloat | None = None
-    carbon_intensity: float | str | None = None  # gCO2e/kWh or a region name
 
-    @field_validator("carbon_intensity")
-    @classmethod
-    def _intensity(cls, value: float | str | None) -> float | None:
-        from spikerl_ray.energy.accounting import carbon_intensity
-
-        return None if value is None else carbon_intensity(value)
+Evaluation = create_model("Evaluation", __base__=_Strict, **_fields("evaluation", False))
+Resources = create_model("Resources", __base__=_Strict, **_fields("resources", False))
+# Run settings applied to every trial (explicit, so they override the recipes).
+Settings = create_model("Settings", __base__=_Strict, **_fields("settings", True))
+# What a search space may vary, and the type of its values: the numeric run settings of the
+# settings section, and the spiking actors' encoder population size and timesteps.
+SEARCHABLE: dict[str, type] = {
+    **{key: kind for key, name in section_keys("settings").items()
+       if (kind := field_type(name)[0]) in (int, float)},
+    **dict.fromkeys(ACTOR_ARGS, int)}
 
 
 class Grid(_Strict):
@@ -132,8 +135,7 @@ class Scheduler(_Strict):
     reduction_factor: float = Field(3.0, gt=1.0)
 
 
-class Experiment(_Strict):
-    """One experiment: every method x environment x seed (x search sample) is a trial."""
+class _Experiment(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     methods: list[str] = Field(min_length=1)
@@ -142,7 +144,6 @@ class Experiment(_Strict):
     env_steps: PositiveInt
     evaluation: Evaluation = Evaluation()
     resources: Resources = Resources()
-    precision: Literal["auto", "fp32", "bf16"] | None = None  # None: each method's own
     settings: Settings = Settings()
     search: dict[str, Space] = {}
     num_samples: PositiveInt = 1
@@ -156,13 +157,15 @@ class Experiment(_Strict):
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
         for entry in value:
-            method, algo = split_entry(entry)
+            method, algo, policy = split_entry(entry)
+            if policy is not None:
+                check_policy(policy)
             if method not in METHODS:
                 raise ValueError(f"unknown method {method!r}; choose from "
                                  f"{', '.join(sorted(METHODS))}")
-            if algo not in ALGOS:
+            if algo not in ALGORITHMS:
                 raise ValueError(f"{entry}: unknown algorithm {algo!r}; choose from "
-                                 f"{', '.join(ALGOS)}")
+                                 f"{', '.join(ALGORITHMS)}")
         if len(set(value)) < len(value):
             raise ValueError("a method entry is listed twice")
         return value
@@ -197,12 +200,17 @@ class Experiment(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _eval_metric_needs_evaluation(self) -> "Experiment":
-        if self.scheduler and self.scheduler.metric == "eval_return" and \
-                self.scheduler.grace_period % self.evaluation.every:
+    def _eval_metric_needs_evaluation(self) -> _Experiment:
+        if self.scheduler and self.scheduler.metric == "eval_return" and (
+                not self.evaluation.every or self.scheduler.grace_period % self.evaluation.every):
             raise ValueError("scheduler.grace_period must be a multiple of evaluation.every "
-                             "when the metric is eval_return")
+                             "(not 0) when the metric is eval_return")
         return self
+
+
+# One experiment: every method x environment x seed (x search sample) is a trial. The top-level
+# run settings (precision; None: each method's own) are derived like the sections.
+Experiment = create_model("Experiment", __base__=_Experiment, **_fields("", True))
 
 
 def _location(loc: tuple[Any, ...]) -> str:

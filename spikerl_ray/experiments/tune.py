@@ -1,13 +1,14 @@
 """``spikerl tune``: runs an experiment with ``tune.Tuner`` on the registered ``"spikerl"``
-trainable, which is TD3, SpikingSAC or SpikingPPO by each trial's ``algo``
-(:class:`TrialAlgorithm`).
+trainable, which holds TD3, SpikingSAC or SpikingPPO by each trial's ``algo``
+(:class:`TrialTrainable`).
 
 Every method entry x environment x seed (x search sample) is one trial: the grid over
 ``method``, ``env`` and ``seed`` and the search spaces are Tune's own, and each trial's complete
 algorithm config is derived from them with ``tune.sample_from`` (the method's recipe, the
 experiment's resources and settings, the sampled values), through the same
-:func:`~spikerl_ray.run.build_config` as ``spikerl train``. An entry ``METHOD`` trains with TD3,
-``METHOD/ALGO`` the method's network with RLlib's SAC or PPO (:data:`spikerl_ray.run.ALGOS`).
+:func:`~spikerl_ray.algorithms.build_config` as ``spikerl train``. An entry ``METHOD`` trains
+with TD3, ``METHOD/ALGO`` the method's network with another algorithm of
+:data:`spikerl_ray.algorithms.ALGORITHMS`.
 Trials are named ``METHOD_ENV_sSEED_ID`` (``METHOD-ALGO_...``); Tune's own progress output shows
 them with their metrics; Tune keeps one checkpoint per trial every ``checkpoint_every``
 iterations and at the end; a failing trial is retried up to ``max_failures`` times from its
@@ -17,49 +18,50 @@ interrupted experiment with ``Tuner.restore``, re-running only unfinished or fai
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from ray.rllib.algorithms.algorithm import Algorithm
+from ray import tune
 from ray.tune.registry import register_trainable
 
-from policies import build_actor
-from spikerl_ray.experiments.schema import METRICS, Experiment, ExperimentError, split_entry
+from spikerl_ray.algorithms import build_config, check_actor, get_algorithm, unused_settings
+from spikerl_ray.errors import ExperimentError
+from spikerl_ray.experiments.schema import (
+    ACTOR_ARGS,
+    METRICS,
+    Experiment,
+    section_keys,
+    split_entry,
+)
 from spikerl_ray.methods import METHODS
-from spikerl_ray.run import RunSettings, build_config, unused_settings
+from spikerl_ray.settings import RunSettings
 
 TRAINABLE = "spikerl"
-# Search spaces that are actor constructor arguments rather than RunSettings fields.
-ACTOR_ARGS = {"encoder_pop": "encoder_pop", "timesteps": "timesteps"}
 
 
-def algorithm_class(algo: str) -> type:
-    """The Algorithm class that trains ``algo`` (:data:`spikerl_ray.run.ALGOS`)."""
-    if algo == "sac":
-        from spikerl_ray.sac import SpikingSAC
+class TrialTrainable(tune.Trainable):
+    """Tune's trainable for experiments: one trial holds one algorithm, TD3, SAC or PPO by its
+    config's ``algo`` (:mod:`spikerl_ray.algorithms`), so that one Tuner runs trials of all
+    three (Tune takes one trainable per Tuner). A trial's config holds its identity
+    (``method``, ``env``, ``seed``, ``search``) and under ``algorithm`` the algorithm's
+    complete config; results, checkpoints and the resource request are the algorithm's own."""
 
-        return SpikingSAC
-    if algo == "ppo":
-        from spikerl_ray.ppo import SpikingPPO
-
-        return SpikingPPO
-    from spikerl_ray.td3 import TD3
-
-    return TD3
-
-
-class TrialAlgorithm(Algorithm):
-    """Tune's trainable for experiments. A trial's config holds its identity (``method``,
-    ``env``, ``seed``, ``search``) and under ``algorithm`` its complete algorithm config; the
-    trainable becomes :class:`~spikerl_ray.td3.TD3`, :class:`~spikerl_ray.sac.SpikingSAC` or
-    :class:`~spikerl_ray.ppo.SpikingPPO` by that config's ``algo`` when constructed, so that
-    one Tuner runs trials of all three (Tune takes one trainable per Tuner). Its resource
-    request is that of the algorithm it becomes."""
-
-    def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
+    def setup(self, config: dict[str, Any]) -> None:
         cls, algorithm_config = _split(config)
-        self.__class__ = cls
-        cls.__init__(self, config=algorithm_config, **kwargs)
+        self.algorithm = cls(config=algorithm_config)
+
+    def step(self) -> dict[str, Any]:
+        return self.algorithm.train()
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.algorithm.save_checkpoint(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        self.algorithm.load_checkpoint(checkpoint)
+
+    def cleanup(self) -> None:
+        self.algorithm.stop()
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]) -> Any:
@@ -70,40 +72,35 @@ class TrialAlgorithm(Algorithm):
 def _split(config: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     """A trial config's Algorithm class and the config dict it is built from."""
     algorithm = dict(config["algorithm"])
-    return algorithm_class(algorithm.pop("algo")), algorithm
+    return get_algorithm(algorithm.pop("algo")).algorithm_class(), algorithm
 
 
-register_trainable(TRAINABLE, TrialAlgorithm)
+register_trainable(TRAINABLE, TrialTrainable)
 
 
 def trial_settings(exp: Experiment, entry: str, env: str, seed: int,
                    sampled: dict[str, Any]) -> RunSettings:
-    """The run settings of one trial of a method entry (``METHOD`` or ``METHOD/ALGO``): the
+    """The run settings of one trial of a method entry (``METHOD[/ALGO][@POLICY]``): the
     method's recipe, overridden by the experiment's settings and precision, overridden by the
     sampled search values. The experiment's learners apply to data-parallel methods only; the
-    others train with one local learner. Settings the entry's algorithm does not read (TD3's,
-    under SAC and PPO) are left out for it."""
-    method, algo = split_entry(entry)
-    res = exp.resources
+    others train with one local learner. Settings the entry's algorithm does not read are left
+    out for it."""
+    method, algo, policy = split_entry(entry)
+    values = {name: getattr(getattr(exp, section), key)
+              for section in ("resources", "evaluation", "settings")
+              for key, name in section_keys(section).items()}
+    values |= {name: getattr(exp, key) for key, name in section_keys("").items()}
+    values |= {k: v for k, v in sampled.items() if k not in ACTOR_ARGS}
+    if not METHODS[method].data_parallel:
+        values["learners"] = 0
     unused = set(unused_settings(algo))
-    explicit = {k: v for k, v in exp.settings.model_dump().items()
-                if v is not None and k not in unused}
-    fields = {k: v for k, v in sampled.items() if k not in ACTOR_ARGS}
-    return RunSettings(
-        method=method, algo=algo, env=env, seed=seed,
-        learners=res.learners if METHODS[method].data_parallel else 0,
-        cpus_per_learner=res.cpus_per_learner, gpus_per_learner=res.gpus_per_learner,
-        env_runners=res.env_runners, envs_per_runner=res.envs_per_runner,
-        learner_resources=res.learner_resources, env_runner_resources=res.env_runner_resources,
-        eval_every=exp.evaluation.every, eval_episodes=exp.evaluation.episodes,
-        precision=exp.precision if algo == "td3" else None,
-        actor_kwargs={ACTOR_ARGS[k]: v for k, v in sampled.items() if k in ACTOR_ARGS},
-        **explicit | fields)
+    explicit = {k: v for k, v in values.items() if v is not None and k not in unused}
+    return RunSettings(method=method, algo=algo, policy=policy, env=env, seed=seed,
+                       actor_kwargs={k: v for k, v in sampled.items() if k in ACTOR_ARGS},
+                       **explicit)
 
 
 def _domain(space: Any) -> Any:
-    from ray import tune
-
     if hasattr(space, "grid"):
         return tune.grid_search(space.grid)
     if hasattr(space, "choice"):
@@ -117,7 +114,6 @@ def param_space(exp: Experiment) -> dict[str, Any]:
     """Tune's search space: grids over ``method`` (the entries), ``env`` and ``seed``, the
     experiment's search spaces under ``search``, and under ``algorithm`` the trial's complete
     config (``AlgorithmConfig.to_dict()`` plus its ``algo``), derived per trial."""
-    from ray import tune
 
     def algorithm(config: dict[str, Any]) -> dict[str, Any]:
         sampled = {k: config["search"][k] for k in exp.search}
@@ -141,10 +137,10 @@ def check_trials(exp: Experiment) -> None:
               for k, v in exp.search.items()}
     for method in exp.methods:
         for env in exp.envs:
-            settings = trial_settings(exp, method, env, exp.seeds[0], sample).resolved()
+            settings = trial_settings(exp, method, env, exp.seeds[0], sample)
             try:
                 build_config(settings).validate()
-                build_actor(settings.policy, 3, 1, **settings.actor_kwargs)
+                check_actor(settings)
             except (TypeError, ValueError) as exc:
                 raise ExperimentError(f"{method} on {env}: "
                                       f"{str(exc).strip().splitlines()[0]}") from None
@@ -152,7 +148,8 @@ def check_trials(exp: Experiment) -> None:
 
 def _trial_name(trial: Any) -> str:
     c = trial.config
-    return f"{c['method'].replace('/', '-')}_{c['env']}_s{c['seed']}_{trial.trial_id}"
+    entry = re.sub(r"[/@:]", "-", c["method"])
+    return f"{entry}_{c['env']}_s{c['seed']}_{trial.trial_id}"
 
 
 def storage_root(exp: Experiment, out: str | None) -> str:
@@ -175,7 +172,6 @@ def trial_requests(exp: Experiment) -> dict[str, list[tuple[str, dict[str, float
 def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = False,
                    verbose: int = 1) -> Any:
     """Runs (or with ``resume`` continues) the experiment; returns Tune's ResultGrid."""
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     root = storage_root(exp, out)

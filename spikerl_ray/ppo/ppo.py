@@ -16,7 +16,7 @@ from ray.rllib.utils.annotations import override
 from ray.tune.registry import register_trainable
 
 from spikerl_ray.common.actor_config import ActorSettings
-from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
+from spikerl_ray.common.algorithm import EnergySettings, MeteredAlgorithm
 from spikerl_ray.common.observations import FoldObservations
 
 

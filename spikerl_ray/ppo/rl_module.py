@@ -5,7 +5,7 @@ output and whose log-std is a free parameter starting at -0.5 (PopSAN's PPO,
 :class:`policies.gaussian.GaussianActor`); a separate value MLP; observations normalized with
 the module's running statistics (:mod:`spikerl_ray.common.observations`). RLlib's PPO learner
 reads ``action_dist_inputs`` from ``forward_train`` and values from :meth:`compute_values`
-(REFERENCE.md). Acting without exploration returns the mean.
+(docs/algorithms.md). Acting without exploration returns the mean.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spikerl_ray.algorithms import DEFAULT_ALGORITHM
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS
 
 ENERGY_TEXT_COLUMNS = ("energy_basis", "energy_cpu_source", "energy_gpu_source")
@@ -82,7 +83,7 @@ def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
         "experiment": name, "trial": name,
         # Named as an experiment's method entry: METHOD, or METHOD/ALGO under SAC or PPO.
         "method": (settings.get("method") or settings.get("policy")) + (
-            "" if settings.get("algo", "td3") == "td3" else f"/{settings['algo']}"),
+            "" if settings.get("algo", DEFAULT_ALGORITHM) == DEFAULT_ALGORITHM else f"/{settings['algo']}"),
         "env": settings.get("env"), "seed": settings.get("seed"),
         "iteration": int(p["iteration"]), "env_steps": int(p["env_steps"]),
         "train_return": p["episode_return_mean"], "eval_return": p["eval_return_mean"],

@@ -1,5 +1,4 @@
-"""RLlib's SAC with the actors of :mod:`policies` (REFERENCE.md, "The spiking actor under
-RLlib's SAC and PPO")."""
+"""RLlib's SAC with the actors of :mod:`policies` (docs/algorithms.md)."""
 
 from spikerl_ray.sac.sac import SpikingSAC, SpikingSACConfig
 

@@ -1,8 +1,7 @@
 """SAC's RLModule with an actor of :mod:`policies` as its policy network.
 
 Built on RLlib's :class:`DefaultSACTorchRLModule`, whose forward pass and losses RLlib's SAC
-learner uses unchanged; only the networks differ (REFERENCE.md, "The spiking actor under
-RLlib's SAC and PPO"):
+learner uses unchanged; only the networks differ (docs/algorithms.md, "SAC"):
 
 - ``pi_encoder`` normalizes observations with the module's running statistics (PopSAN's
   z-score clipped to [-3, 3], :class:`policies.RunningNormalizer`);

@@ -34,10 +34,10 @@ from ray.tune.registry import register_trainable
 
 from policies.normalizer import moments
 from spikerl_ray.common.actor_config import ActorSettings
-from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
+from spikerl_ray.common.algorithm import EnergySettings, MeteredAlgorithm
+from spikerl_ray.common.fragments import gather, sample_fragments
 from spikerl_ray.common.observations import fold_moments
 from spikerl_ray.core.replay import TransitionReplay, finite_rows
-from spikerl_ray.td3.td3 import gather, sample_fragments
 
 
 class SpikingSACConfig(ActorSettings, EnergySettings, SACConfig):
@@ -64,14 +64,16 @@ class SpikingSACConfig(ActorSettings, EnergySettings, SACConfig):
         self.num_steps_random_warmup = 1_000
         self.num_steps_sampled_before_learning_starts = 1_000
         self.replay_capacity = 1_000_000
+        # SpikingSAC keeps its own replay (a TransitionReplay), not RLlib's episode buffer.
+        self.replay_buffer_config = {**self.replay_buffer_config, "no_local_replay_buffer": True}
         self.rollout_fragment_length = 50
         self.min_sample_timesteps_per_iteration = 1_000
         self.min_time_s_per_iteration = None
         self.normalize_actions = True
         self.clip_actions = False
-        from spikerl_ray.td3.env_runner import TD3EnvRunner
+        from spikerl_ray.common.env_runner import TransitionEnvRunner
 
-        self.env_runner_cls = TD3EnvRunner
+        self.env_runner_cls = TransitionEnvRunner
 
     @override(SACConfig)
     def training(self, *, updates_per_step: float | None = None,
@@ -131,10 +133,6 @@ class SpikingSAC(MeteredAlgorithm, SAC):
         obs_space, act_space = self.env_runner_group.get_spaces()[DEFAULT_MODULE_ID]
         self._replay = TransitionReplay(config.replay_capacity, int(obs_space.shape[0]),
                                         int(act_space.shape[0]), seed=config.seed)
-
-    @override(SAC)
-    def _create_local_replay_buffer_if_necessary(self, config: Any) -> None:
-        return None  # SpikingSAC keeps its own (self._replay)
 
     def _store(self, transitions: dict[str, np.ndarray] | None) -> None:
         """Folds the transitions' observations into every learner's normalizer and stores

@@ -1,5 +1,5 @@
 """The TD3 learner: its replay shard lives on the learner's device, and one call runs many
-gradient steps (DESIGN.md, data flow steps 2-3). The update math is :mod:`spikerl_ray.core.td3`.
+gradient steps (docs/architecture.md, data flow). The update math is :mod:`spikerl_ray.core.td3`.
 
 With more than one learner, the actor and the critic are each wrapped in
 ``DistributedDataParallel`` and every gradient that is applied is computed through the DDP
@@ -21,11 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from policies.diagnostics import actor_statistics
 from spikerl_ray.core.distributed import bf16_allreduce_hook
-from spikerl_ray.core.replay import TransitionReplay, finite_rows
 from spikerl_ray.core.platform import resolve_precision
+from spikerl_ray.core.replay import TransitionReplay, finite_rows
 from spikerl_ray.core.td3 import TD3Hyperparams, TD3Update, adam
 from spikerl_ray.resources import set_torch_threads
-
 
 # Observations the actor's health statistics are measured on, each iteration (the newest ones).
 HEALTH_PROBE_OBS = 500
@@ -50,16 +49,22 @@ class TD3TorchLearner(TorchLearner):
             cfg.replay_capacity, int(module.observation_space.shape[0]),
             int(module.action_space.shape[0]), device=self._device, seed=seed)
         actor, critic = module.actor, module.critic
+        # The learners' process group: the one Ray Train started (its backend chosen by Ray:
+        # NCCL with GPUs, Gloo without), or one over the same ranks with the backend asked for.
+        self.process_group = None
+        if self.data_parallel and cfg.torch_distributed_backend != "auto":
+            self.process_group = dist.new_group(backend=cfg.torch_distributed_backend)
         if self.data_parallel:
             device_ids = [self._device] if self._device.type == "cuda" else None
             # DDP broadcasts rank 0's weights; the targets then start as copies (TD3 init).
-            actor = DistributedDataParallel(module.actor, device_ids=device_ids)
-            critic = DistributedDataParallel(module.critic, device_ids=device_ids)
+            actor, critic = (DistributedDataParallel(net, device_ids=device_ids,
+                                                     process_group=self.process_group)
+                             for net in (module.actor, module.critic))
             module.target_actor.load_state_dict(module.actor.state_dict())
             module.target_critic.load_state_dict(module.critic.state_dict())
             if cfg.allreduce_dtype == "bf16":
                 for ddp in (actor, critic):
-                    ddp.register_comm_hook(None, bf16_allreduce_hook)
+                    ddp.register_comm_hook(self.process_group, bf16_allreduce_hook)
         self.ddp_modules = (actor, critic) if self.data_parallel else ()
         # Transitions the replay must hold again before updates resume (set on a restore
         # without the saved replay memory: TD3's warm-up before learning, per shard).
@@ -107,7 +112,7 @@ class TD3TorchLearner(TorchLearner):
 
     def _all_reduce(self, tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
         if self.data_parallel:
-            dist.all_reduce(tensor, op=op)
+            dist.all_reduce(tensor, op=op, group=self.process_group)
         return tensor
 
     def add_and_train(self, transitions: Mapping[str, np.ndarray] | None,

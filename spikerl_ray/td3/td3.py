@@ -1,26 +1,23 @@
 """TD3 (Fujimoto et al., 2018) on RLlib's new API stack, for spiking and ANN actors.
 
 Shaped like RLlib's own algorithms: a config built with chained methods, an Algorithm whose
-``training_step`` follows DESIGN.md (fragments from vectorized env runners, replay on the
+``training_step`` follows the data flow of docs/architecture.md (fragments from vectorized env runners, replay on the
 learner, many gradient steps per learner call, weights out once per step), a TorchLearner and
-an RLModule. Defaults are PopSAN's TD3 schedule (REFERENCE.md).
+an RLModule. Defaults are PopSAN's TD3 schedule (docs/methods.md).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
-from unittest import mock
+from typing import Any
 
 import numpy as np
-import ray
 import torch.distributed
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
-from ray.util import log_once
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -31,11 +28,20 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 from ray.tune.registry import register_trainable
+from ray.util import log_once
 
-from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
-from spikerl_ray.core.replay import TRANSITION_KEYS
 from spikerl_ray.common.actor_config import ActorSettings
-from spikerl_ray.energy.metered import EnergySettings, MeteredAlgorithm
+from spikerl_ray.common.algorithm import EnergySettings, MeteredAlgorithm
+from spikerl_ray.common.fragments import (
+    Fragment,
+    gather,
+    route_fragments,
+    sample_fragments,
+    sampler,
+)
+from spikerl_ray.core.distributed import DISTRIBUTED_BACKENDS
+from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
+from spikerl_ray.errors import NonFiniteError
 
 NUM_UPDATES_LIFETIME = "num_gradient_updates_lifetime"
 TD3_LEARNERS_STATE = "td3_learners"  # the learners' random state (and replay), in checkpoints
@@ -65,7 +71,7 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         # is opt-in (precision "bf16", or "auto": where the device computes it natively).
         # Without a working torch.compile, `validate` falls back to the eager fused backend.
         self.compile_networks = True
-        # PopSAN TD3 schedule (REFERENCE.md).
+        # PopSAN's TD3 schedule (docs/methods.md).
         self.actor_lr = 1e-4
         self.critic_lr = 1e-3
         self.lr = None
@@ -86,7 +92,9 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         self.train_batch_size_per_learner = 100
         self.precision = "fp32"
         self.allreduce_dtype = "fp32"
-        self.torch_distributed_backend: str | None = None  # None: RLlib's choice (nccl/gloo)
+        # "auto": the process group Ray Train starts (NCCL with GPUs, Gloo without); another
+        # backend: a process group of its own over the same learners (TD3TorchLearner.build).
+        self.torch_distributed_backend = "auto"
         # Sampling: fragments of 50 steps per env (PopSAN's update_every), ~1000 env steps per
         # `train()` call.
         self.rollout_fragment_length = 50
@@ -102,9 +110,9 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         self._init_energy_settings()
         self.normalize_actions = True
         self.clip_actions = False
-        from spikerl_ray.td3.env_runner import TD3EnvRunner
+        from spikerl_ray.common.env_runner import TransitionEnvRunner
 
-        self.env_runner_cls = TD3EnvRunner
+        self.env_runner_cls = TransitionEnvRunner
 
     @override(AlgorithmConfig)
     def training(
@@ -178,7 +186,8 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
             allreduce_dtype: ``fp32``, or ``bf16`` to compress the gradient allreduce of
                 data-parallel learners with DDP's bf16 communication hook.
             torch_distributed_backend: ``gloo``, ``nccl`` or ``mpi`` for data-parallel
-                learners; None lets RLlib pick (NCCL with GPUs, Gloo without).
+                learners; ``auto`` (the default) lets Ray Train pick (NCCL with GPUs, Gloo
+                without).
             async_sampling: remote env runners sample the next fragment while the learners
                 train on the last one (needs ``num_env_runners >= 1``). The weights a runner
                 acts with are then one training step older than without it.
@@ -204,9 +213,9 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
             if not getattr(self, name) or getattr(self, name) <= 0:
                 self._value_error(f"{name} must be positive, got {getattr(self, name)!r}")
         backend = self.torch_distributed_backend
-        if backend not in (None, "gloo", "nccl", "mpi"):
-            self._value_error(f"torch_distributed_backend must be gloo, nccl or mpi, got "
-                              f"{backend!r}")
+        if backend not in DISTRIBUTED_BACKENDS:
+            self._value_error(f"torch_distributed_backend must be one of "
+                              f"{DISTRIBUTED_BACKENDS}, got {backend!r}")
         if backend == "mpi" and not torch.distributed.is_mpi_available():
             self._value_error("the MPI backend is not available in this PyTorch build "
                               "(torch.distributed.is_mpi_available() is False); install a "
@@ -237,24 +246,6 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         self.compile_networks = False
 
     @override(AlgorithmConfig)
-    def build_learner_group(self, **kwargs: Any) -> Any:
-        if self.torch_distributed_backend is None:
-            return super().build_learner_group(**kwargs)
-        # RLlib always lets Ray Train pick the process-group backend; to honour an explicit
-        # one, substitute RLlib's backend config while the learner group is built.
-        from ray.rllib.core.learner import learner_group
-
-        rllib_backend_config = learner_group._get_backend_config
-
-        def with_backend(learner_class: type) -> Any:
-            backend_config = rllib_backend_config(learner_class)
-            backend_config.backend = self.torch_distributed_backend
-            return backend_config
-
-        with mock.patch.object(learner_group, "_get_backend_config", with_backend):
-            return super().build_learner_group(**kwargs)
-
-    @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from spikerl_ray.td3.rl_module import TD3TorchRLModule
 
@@ -272,72 +263,6 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         return super()._model_config_auto_includes | self._actor_model_config() | {
             "compile_networks": bool(self.compile_networks),
             "exploration_noise": self.exploration_noise}
-
-
-class NonFiniteError(RuntimeError):
-    """Training stopped: too many gradient updates in a row had NaN or Inf gradients."""
-
-
-# One env runner's fragment as the driver sees it: its transitions (an ObjectRef to them
-# when the runner is remote, so that they travel from the runner to the learners through the
-# object store and never through the driver), their number and the runner's metrics.
-Fragment = tuple[Any, int, dict]
-
-
-def route_fragments(fragments: list[Fragment], num_shards: int) -> list[tuple[list, int, int]]:
-    """Which transitions each learner stores, as ``(parts, index, count)``: the learner keeps
-    part ``index`` of ``count`` of the concatenated ``parts``. Runner ``i`` feeds learner
-    ``i % L`` (each learner has its own share of the runners, as SpikeRL's ranks have their
-    own envs); with fewer fragments than learners, every learner gets all of them and keeps
-    an even part."""
-    parts = [transitions for transitions, rows, _ in fragments if rows]
-    if len(parts) >= num_shards:
-        return [(parts[i::num_shards], 0, 1) for i in range(num_shards)]
-    return [(parts, i, num_shards) for i in range(num_shards)]
-
-
-def gather(parts: list, index: int = 0, count: int = 1) -> dict[str, np.ndarray] | None:
-    """A learner's transitions from its route (:func:`route_fragments`), fetched from the
-    object store where ``parts`` holds ObjectRefs; None if there are none."""
-    fragments = []
-    for part in parts:
-        if isinstance(part, ray.ObjectRef):
-            try:
-                part = ray.get(part)
-            except ray.exceptions.ObjectLostError:  # its runner died after replying
-                logger.warning("a fragment of an env runner that failed was lost on its way "
-                               "to the learner; its steps are counted but not stored")
-                continue
-        fragments.append(part)
-    if not fragments:
-        return None
-    # Concatenating also copies the object store's read-only arrays.
-    merged = {k: np.concatenate([f[k] for f in fragments]) for k in TRANSITION_KEYS}
-    return merged if count == 1 else {k: np.array_split(v, count)[index]
-                                      for k, v in merged.items()}
-
-
-def _sampler(random_actions: bool, by_reference: bool) -> Callable[[Any], Fragment]:
-    """What an env runner runs for one fragment (:data:`Fragment`); a remote runner
-    (``by_reference``) puts its transitions in the object store and returns the reference."""
-    def sample(runner: Any) -> Fragment:
-        transitions = runner.sample_transitions(random_actions=random_actions)
-        return ((ray.put(transitions) if by_reference else transitions),
-                len(transitions["rewards"]), runner.get_metrics())
-
-    return sample
-
-
-def sample_fragments(algo: Algorithm, random_actions: bool, by_reference: bool
-                     ) -> list[Fragment]:
-    """One fragment from every env runner of ``algo`` (remote ones, else the local one),
-    remote ones by reference if ``by_reference``. A remote runner that failed is left out
-    (RLlib marks it unhealthy and restores it before the next step), so only fragments that
-    arrived are stored and counted."""
-    if algo.env_runner_group.num_remote_env_runners() > 0:
-        return algo.env_runner_group.foreach_env_runner(
-            _sampler(random_actions, by_reference=by_reference), local_env_runner=False)
-    return [_sampler(random_actions, by_reference=False)(algo.env_runner)]
 
 
 def _add_and_train_own_route(learner: Any, routes: list, num_updates: int) -> dict:
@@ -376,7 +301,7 @@ class TD3(MeteredAlgorithm):
     @override(Algorithm)
     def set_state(self, state: dict) -> None:
         """RLlib's restore, then each learner's own random state (and replay shard), and fresh
-        random streams for the env runners (:meth:`~TD3EnvRunner.reseed`)."""
+        random streams for the env runners (:meth:`~TransitionEnvRunner.reseed`)."""
         super().set_state(state)
         learners = state.get(TD3_LEARNERS_STATE)
         if learners is None:
@@ -392,9 +317,6 @@ class TD3(MeteredAlgorithm):
                                             NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
         self.env_runner_group.foreach_env_runner(lambda runner: runner.reseed(generation))
 
-    def _sample_fragments(self, random_actions: bool) -> list[Fragment]:
-        return sample_fragments(self, random_actions, by_reference=True)
-
     def _sample_overlapped(self, lifetime: int) -> list[Fragment]:
         """Collects the fragments requested in the last iteration (requesting them now if
         none are in flight) and requests the next ones, which the runners sample while the
@@ -403,13 +325,13 @@ class TD3(MeteredAlgorithm):
         cfg, group = self.config, self.env_runner_group
         if group.num_in_flight_async_reqs(tag=SAMPLE_TAG) == 0:
             group.foreach_env_runner_async(
-                _sampler(lifetime < cfg.num_steps_random_warmup, by_reference=True),
+                sampler(lifetime < cfg.num_steps_random_warmup, by_reference=True),
                 tag=SAMPLE_TAG)
         ready = group.fetch_ready_async_reqs(tags=SAMPLE_TAG, timeout_seconds=None)
         results = [r for _, r in sorted(ready, key=lambda r: r[0])]
         sampled = lifetime + sum(rows for _, rows, _ in results)
         group.foreach_env_runner_async(
-            _sampler(sampled < cfg.num_steps_random_warmup, by_reference=True),
+            sampler(sampled < cfg.num_steps_random_warmup, by_reference=True),
             tag=SAMPLE_TAG)
         return results
 
@@ -420,7 +342,8 @@ class TD3(MeteredAlgorithm):
                                      default=0)
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             results = (self._sample_overlapped(lifetime) if cfg.async_sampling else
-                       self._sample_fragments(lifetime < cfg.num_steps_random_warmup))
+                       sample_fragments(self, lifetime < cfg.num_steps_random_warmup,
+                                        by_reference=True))
         self.metrics.aggregate([m for _, _, m in results], key=ENV_RUNNER_RESULTS)
         num_shards = max(cfg.num_learners, 1)
         routes = route_fragments(results, num_shards)

@@ -1,6 +1,6 @@
 """An env runner that hands back flat transition arrays instead of episode objects.
 
-:meth:`TD3EnvRunner.sample_transitions` steps RLlib's vectorized Gymnasium env in a lean loop:
+:meth:`TransitionEnvRunner.sample_transitions` steps RLlib's vectorized Gymnasium env in a lean loop:
 one RLModule forward per vector step on the batch of observations, no connectors, no episode
 objects, transitions written straight into preallocated ``(obs, action, reward, next_obs,
 terminated)`` arrays. Only those compact arrays travel to the learners. It logs the metrics
@@ -33,7 +33,7 @@ from spikerl_ray.core.replay import TRANSITION_KEYS
 from spikerl_ray.resources import set_torch_threads
 
 
-class TD3EnvRunner(SingleAgentEnvRunner):
+class TransitionEnvRunner(SingleAgentEnvRunner):
     """:class:`SingleAgentEnvRunner` plus :meth:`sample_transitions`.
 
     Between calls it keeps, as RLlib keeps its ongoing episodes: the current observations,
@@ -174,7 +174,7 @@ class TD3EnvRunner(SingleAgentEnvRunner):
         the per-env episode trackers."""
         mode = AutoresetMode(self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if mode != AutoresetMode.NEXT_STEP:
-            raise NotImplementedError(f"TD3EnvRunner needs Gymnasium's NEXT_STEP autoreset, not "
+            raise NotImplementedError(f"TransitionEnvRunner needs Gymnasium's NEXT_STEP autoreset, not "
                                       f"{mode}")
         obs, _ = self._try_env_reset(seed=self._seed if self._needs_initial_reset else None)
         self._needs_initial_reset = False
