@@ -36,7 +36,7 @@ from spikerl_ray.methods import METHODS
 from spikerl_ray.report.tables import bootstrap_ci, iqm
 from spikerl_ray.algorithms import ALGORITHMS
 from spikerl_ray.settings import RunSettings
-from spikerl_ray.session import init_ray
+from spikerl_ray.session import init_ray, keep_embedded_on_loopback
 from spikerl_ray.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--json-out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
     init_ray(None)
     root = Path(args.out or tempfile.mkdtemp(prefix="spikerl-bench-"))
     options = {"algo": args.algo, "spiking_backend": args.spiking_backend,

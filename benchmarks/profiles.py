@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import sys
 import time
@@ -57,13 +56,14 @@ def profile_update(policy: str, batch: int, updates: int, compile: bool, precisi
 
 def profile_iteration(policy: str, env: str) -> dict:
     """One ``train()`` of the defaults past the warm-up, by Python functions' own time."""
-    import ray
-
+    from spikerl_ray import session
     from spikerl_ray.algorithms import build_config
     from spikerl_ray.settings import RunSettings
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    session.keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
+    session.init_ray(None)
+    import ray
+
     algo = (build_config(RunSettings(policy=policy, env=env, warmup_steps=1000))
             .evaluation(evaluation_interval=None).build_algo())
     try:

@@ -65,7 +65,7 @@ def learner_rate(env: str, policy: str, learners: int, updates: int) -> dict:
         act_dim = algo.env_runner.env.single_action_space.shape[0]
 
         def fill(learner):
-            rng = np.random.default_rng(learner._learner_index)
+            rng = np.random.default_rng(learner.shard)
             n = 5000
             learner.add_and_train({"obs": rng.normal(size=(n, obs_dim)),
                                    "actions": rng.uniform(-1, 1, (n, act_dim)),
@@ -105,10 +105,12 @@ def main() -> None:
                     else None}
     report["precision_updates_per_s"] = precision_rates(args.policy, args.device, args.updates)
     if not args.ray_free:
+        from spikerl_ray import session
+
+        session.keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
+        session.init_ray(None)
         import ray
 
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, log_to_driver=False)
         sampling = {f"{r}_runners": sampling_rate(args.env, args.policy, r, args.seconds)
                     for r in (1, 2)}
         sampling["speedup_2_over_1"] = sampling["2_runners"] / sampling["1_runners"]

@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spikerl_ray import session  # noqa: E402
+
+session.keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
+import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
@@ -139,7 +143,9 @@ def main() -> None:
     def request_stop(signum: int, _frame: Any) -> None:
         stop["requested"] = True
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    session.protect_token(create=True)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+             log_to_driver=False)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     sampler = RssSampler(args.interval_s)

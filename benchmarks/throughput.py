@@ -84,7 +84,7 @@ PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 
 
 def spikerl_ray_rate(steps: int, driver_cpus: int = 1, **settings) -> dict:
-    """``settings``: :class:`~spikerl_ray.run.RunSettings` fields (policy, compile, ...);
+    """``settings``: :class:`~spikerl_ray.settings.RunSettings` fields (policy, compile, ...);
     ``driver_cpus``: the CPUs RLlib reserves for the driver (its torch threads)."""
     from spikerl_ray.algorithms import build_config
     from spikerl_ray.settings import RunSettings
@@ -371,7 +371,8 @@ def _memory_in_subprocess(capacity: int) -> dict:
     import subprocess
 
     code = (f"import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            "import ray; ray.init(include_dashboard=False, log_to_driver=False); "
+            "from spikerl_ray import session; session.keep_embedded_on_loopback(None); "
+            "session.init_ray(None); "
             f"from throughput import memory; print(json.dumps(memory({capacity})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
@@ -391,7 +392,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from spikerl_ray import session
+
+    session.keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
     import ray
 
     report: dict = {"benchmark": "throughput", "env": ENV, "cpus": os.cpu_count(),
@@ -400,7 +403,7 @@ def main() -> None:
     if "actor" in args.parts:
         report["actor_fwd_bwd"] = actor_fwd_bwd_ms()
     if "e2e" in args.parts or "sampling" in args.parts:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        session.init_ray(None)
     if "e2e" in args.parts:
         report["end_to_end"] = end_to_end(args.peers, args.steps, args.repeats)
     if "shared" in args.parts:

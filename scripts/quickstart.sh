@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 OUT=${OUT:-runs/quickstart}
 spikerl train --method spikerl --env Pendulum-v1 --steps "${STEPS:-15000}" --seed 0 \
   --warmup-steps 1000 --out "$OUT" --force

@@ -15,6 +15,7 @@ import annotated_types
 from pydantic import BeforeValidator
 
 from spikerl_ray.energy.accounting import carbon_intensity as parse_carbon_intensity
+from spikerl_ray import session
 from spikerl_ray.errors import UserError
 from spikerl_ray.export import FORMATS as EXPORT_FORMATS
 from spikerl_ray.methods import METHODS
@@ -199,7 +200,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from spikerl_ray import session
     from spikerl_ray.experiments import load_experiment
     from spikerl_ray.experiments.tune import (
         check_trials,
@@ -312,6 +312,7 @@ def quiet_ray() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spikerl`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    session.keep_embedded_on_loopback(getattr(args, "address", None))  # before Ray's import
     if not getattr(args, "verbose", True):
         quiet_ray()
     try:
