@@ -71,14 +71,15 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {a.name: a for a in (
                "save_replay": "save_replay", "max_nonfinite_updates": "max_nonfinite_updates",
                "compile": "compile_networks", "precision": "precision",
                "allreduce_dtype": "allreduce_dtype", "backend": "torch_distributed_backend",
-               "async_sampling": "async_sampling"},
+               "async_sampling": "async_sampling", "updates_per_step": "updates_per_step",
+               "data_parallel": "data_parallel"},
         recipes=True),
     AlgorithmEntry(
         "sac", "RLlib's SAC learner with our actor (docs/algorithms.md)",
         config="spikerl_ray.sac.sac:SpikingSACConfig",
         module="spikerl_ray.sac.rl_module:SpikingSACTorchRLModule",
         reads={"warmup_steps": "num_steps_random_warmup", "actor_lr": "actor_lr",
-               "critic_lr": "critic_lr"},
+               "critic_lr": "critic_lr", "updates_per_step": "updates_per_step"},
         needs=(Capability.PRE_SQUASH,)),
     AlgorithmEntry(
         "ppo", "RLlib's PPO with our actor (docs/algorithms.md)",

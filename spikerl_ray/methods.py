@@ -35,7 +35,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "SpikeRL: PopSAN's network with the deterministic encoder, data-parallel learners "
            "in bf16 autocast; a pre-tanh penalty keeps its output population from saturating "
            "into a constant action",
-           {"precision": "bf16", "pre_tanh_penalty": SPIKERL_PRE_TANH_PENALTY},
+           # "same_steps": with L learners as many optimizer steps per env step as with one,
+           # so that comparisons at equal env steps do not handicap it; the SpikeRL paper's
+           # regime, 1/L of the steps per learner, is data_parallel="same_samples".
+           {"precision": "bf16", "pre_tanh_penalty": SPIKERL_PRE_TANH_PENALTY,
+            "data_parallel": "same_steps"},
            data_parallel=True),
     Method("popsan", "popsan",
            "PopSAN: Poisson encoder on Hopper and Walker2d, one fp32 learner, PopSAN's TD3 "

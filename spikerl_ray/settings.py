@@ -44,7 +44,7 @@ from spikerl_ray.algorithms import (
     get_algorithm,
     unused_settings,
 )
-from spikerl_ray.core.distributed import DISTRIBUTED_BACKENDS
+from spikerl_ray.core.distributed import DATA_PARALLEL_REGIMES, DISTRIBUTED_BACKENDS
 from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS
 from spikerl_ray.energy.accounting import (
     CARBON_REGIONS,
@@ -116,6 +116,12 @@ class RunSettings(BaseModel):
     env_runner_resources: Resources = _setting(
         {}, "a Ray custom resource each env runner asks for (repeatable)",
         flag="--env-runner-resource", metavar="NAME=AMOUNT", yaml=("resources", None))
+    updates_per_step: PositiveFloat | None = _setting(
+        None, "optimizer steps per sampled env step (default 1, PopSAN's TD3 schedule)")
+    data_parallel: Literal[DATA_PARALLEL_REGIMES] | None = _setting(
+        None, "with L >= 2 learners: same_steps (each optimizer step averages the L learners' "
+        "batches, as many steps per env step as one learner: the default) or same_samples "
+        "(the SpikeRL paper's regime: each learner does 1/L of the steps)")
     precision: Literal[PRECISION_CHOICES] | None = _setting(
         None, "learner forward/loss precision (bf16: autocast, fp32 weights; auto: bf16 where "
         "the learner's device computes it natively, else fp32; default: the method's, "

@@ -67,6 +67,71 @@ def test_two_learners_hold_bitwise_identical_parameters(two_learners):
     assert sizes[0][0] > 0 and sizes[0][1] != sizes[1][1]
 
 
+def test_the_averaged_gradient_is_the_gradient_of_the_whole_batch(two_learners):
+    """Each learner's actor-loss gradient through DDP, on its own half of a batch of 2 x B,
+    equals the gradient of the whole batch on one module: one optimizer step of L learners
+    is a step on the L x B batch."""
+    from spikerl_ray.core.td3 import actor_loss
+
+    size = 64
+
+    def fixed_batch(size: int):  # nested, as the function below: Ray pickles them by value
+        """The same batch of Pendulum-shaped transitions wherever it is made (seeded)."""
+        from spikerl_ray.core.replay import Batch
+
+        g = torch.Generator().manual_seed(123)
+        return Batch(obs=torch.randn(size, 3, generator=g),
+                     actions=torch.rand(size, 1, generator=g),
+                     rewards=torch.randn(size, generator=g),
+                     next_obs=torch.randn(size, 3, generator=g), terminateds=torch.zeros(size))
+
+    def own_half_gradient(learner):
+        module = learner.module["default_policy"].unwrapped()
+        ddp_actor = learner.ddp_modules[0]
+        half = fixed_batch(2 * size)
+        part = slice(learner.shard * size, (learner.shard + 1) * size)
+        mine = type(half)(**{k: getattr(half, k)[part] for k in half.__dataclass_fields__})
+        module.actor.zero_grad()
+        actor_loss(ddp_actor, module.critic, module.normalize, mine).backward()
+        return {n: p.grad.clone() for n, p in module.actor.named_parameters()}
+
+    grads = [r.get() for r in two_learners.learner_group.foreach_learner(own_half_gradient)]
+    from spikerl_ray.envs import continuous_spaces
+    from spikerl_ray.td3.rl_module import TD3TorchRLModule
+
+    state = _states(two_learners)[0]
+    obs_space, act_space = continuous_spaces("Pendulum-v1")
+    module = TD3TorchRLModule(observation_space=obs_space, action_space=act_space,
+                              model_config=two_learners.config.model_config)
+    module.load_state_dict(state)
+    actor_loss(module.actor, module.critic, module.normalize, fixed_batch(2 * size)).backward()
+    assert grads[0].keys() == dict(module.actor.named_parameters()).keys()
+    for name, p in module.actor.named_parameters():
+        assert torch.equal(grads[0][name], grads[1][name]), name  # averaged: the same on both
+        torch.testing.assert_close(grads[0][name], p.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("regime, divisor", [("same_steps", 1), ("same_samples", 2)])
+def test_optimizer_steps_per_env_step_with_two_learners(ray_session, regime, divisor):
+    """With 2 learners, "same_steps" does as many optimizer steps per env step as one learner
+    (here: its count measured the same way); "same_samples" (the SpikeRL paper's regime)
+    half as many."""
+    def updates(learners: int) -> tuple[int, int]:
+        algo = _config().learners(num_learners=learners).training(
+            data_parallel=regime).build_algo()
+        try:
+            for _ in range(2):
+                result = algo.train()
+            return (result["learners"]["default_policy"]["num_gradient_updates_lifetime"],
+                    result["num_env_steps_sampled_lifetime"])
+        finally:
+            algo.stop()
+
+    (two, steps_two), (one, steps_one) = updates(2), updates(0)
+    assert steps_two == steps_one and one > 0
+    assert two == one // divisor
+
+
 def test_bypassing_ddp_hooks_makes_learners_diverge(ray_session):
     # The negative control of the test above: with SpikeRL's bug the same check fails.
     algo = _config().build_algo()

@@ -11,6 +11,10 @@ import torch.distributed as dist
 
 # torch.distributed backends of data-parallel learners; "auto": NCCL with GPUs, Gloo without.
 DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl", "mpi")
+# How L data-parallel learners share the optimizer steps of an env step: "same_steps", as many
+# steps as one learner, each averaging L batches; "same_samples", the SpikeRL paper's regime,
+# 1/L of the steps each, so the learners sample as many transitions as one learner would.
+DATA_PARALLEL_REGIMES = ("same_steps", "same_samples")
 
 
 def bf16_allreduce_hook(state: object, bucket: dist.GradBucket

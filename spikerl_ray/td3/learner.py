@@ -44,7 +44,7 @@ class TD3TorchLearner(TorchLearner):
         cfg = self.config
         if cfg.num_learners > 0:  # a remote learner: its own process (a local one: the driver's)
             set_torch_threads(cfg, "learner")
-        seed = None if cfg.seed is None else int(cfg.seed) + 7919 * self._learner_index
+        seed = None if cfg.seed is None else int(cfg.seed) + 7919 * self.shard
         self.replay = TransitionReplay(
             cfg.replay_capacity, int(module.observation_space.shape[0]),
             int(module.action_space.shape[0]), device=self._device, seed=seed)
@@ -80,6 +80,11 @@ class TD3TorchLearner(TorchLearner):
             precision=resolve_precision(cfg.precision, self._device.type),
             critic_for_actor_loss=module.critic,
             compile=cfg.compile_networks)
+
+    @property
+    def shard(self) -> int:
+        """This learner's replay shard (its rank among the data-parallel learners; 0 alone)."""
+        return dist.get_rank() if self.data_parallel else 0
 
     @property
     def data_parallel(self) -> bool:

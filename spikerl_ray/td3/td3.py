@@ -39,7 +39,7 @@ from spikerl_ray.common.fragments import (
     sample_fragments,
     sampler,
 )
-from spikerl_ray.core.distributed import DISTRIBUTED_BACKENDS
+from spikerl_ray.core.distributed import DATA_PARALLEL_REGIMES, DISTRIBUTED_BACKENDS
 from spikerl_ray.core.platform import PRECISION_CHOICES, PRECISIONS, compile_unavailable
 from spikerl_ray.errors import NonFiniteError
 
@@ -85,6 +85,7 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         self.num_steps_random_warmup = 10_000  # PopSAN start_steps
         self.num_steps_sampled_before_learning_starts = 1_000  # PopSAN update_after
         self.updates_per_step = 1.0  # PopSAN: 50 updates every 50 steps
+        self.data_parallel = "same_steps"  # DATA_PARALLEL_REGIMES
         self.replay_capacity = 1_000_000
         self.save_replay = False  # checkpoints hold the replay memory (else refilled on restore)
         # Updates skipped in a row for non-finite gradients before the run stops.
@@ -135,6 +136,7 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         num_steps_random_warmup: int | None = NotProvided,
         num_steps_sampled_before_learning_starts: int | None = NotProvided,
         updates_per_step: float | None = NotProvided,
+        data_parallel: str | None = NotProvided,
         replay_capacity: int | None = NotProvided,
         save_replay: bool | None = NotProvided,
         max_nonfinite_updates: int | None = NotProvided,
@@ -169,7 +171,12 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
                 actor loss (0: plain TD3; see docs/learning_quality.md).
             num_steps_random_warmup: env steps acting uniformly at random first (10k).
             num_steps_sampled_before_learning_starts: env steps before any update (1000).
-            updates_per_step: gradient updates per sampled env step, per learner (1.0).
+            updates_per_step: optimizer steps per sampled env step (1.0).
+            data_parallel: how L >= 2 learners share them: ``same_steps`` (the default:
+                ``updates_per_step`` steps per env step, each averaging the L learners'
+                batches, effective batch L x B) or ``same_samples`` (the SpikeRL paper's
+                regime: ``updates_per_step / L`` steps per env step, so the learners sample
+                as many transitions per env step as one learner would).
             replay_capacity: transitions kept in each learner's replay shard (1M).
             save_replay: checkpoints hold every learner's replay memory (its size:
                 transitions x (2 obs_dim + act_dim + 2) x 4 bytes); without it a restored run
@@ -229,6 +236,9 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
         if self.pre_tanh_penalty is None or self.pre_tanh_penalty < 0:
             self._value_error(f"pre_tanh_penalty must be >= 0, got {self.pre_tanh_penalty!r}")
         self._validate_energy_settings()
+        if self.data_parallel not in DATA_PARALLEL_REGIMES:
+            self._value_error(f"data_parallel must be one of {DATA_PARALLEL_REGIMES}, got "
+                              f"{self.data_parallel!r}")
         if self.allreduce_dtype not in PRECISIONS:
             self._value_error(f"allreduce_dtype must be one of {PRECISIONS}, got "
                               f"{self.allreduce_dtype!r}")
@@ -266,7 +276,7 @@ class TD3Config(ActorSettings, EnergySettings, AlgorithmConfig):
 
 
 def _add_and_train_own_route(learner: Any, routes: list, num_updates: int) -> dict:
-    return learner.add_and_train(gather(*routes[learner._learner_index]), num_updates)
+    return learner.add_and_train(gather(*routes[learner.shard]), num_updates)
 
 
 class TD3(MeteredAlgorithm):
@@ -310,7 +320,7 @@ class TD3(MeteredAlgorithm):
             raise ValueError(f"the checkpoint holds {len(learners)} learner states; this run "
                              f"has {max(self.config.num_learners, 1)} learners")
         for result in self.learner_group.foreach_learner(
-                lambda learner, states: learner.set_td3_state(states[learner._learner_index]),
+                lambda learner, states: learner.set_td3_state(states[learner.shard]),
                 states=learners):
             result.get()  # raises a learner's error here
         generation = int(self.metrics.peek((ENV_RUNNER_RESULTS,
@@ -349,9 +359,11 @@ class TD3(MeteredAlgorithm):
         routes = route_fragments(results, num_shards)
         new_steps = sum(rows for _, rows, _ in results)
         learning = lifetime + new_steps >= cfg.num_steps_sampled_before_learning_starts
-        # DDP runs the L learners in lockstep, so each does the same number of steps:
-        # updates_per_step / L per new env step, each step averaging L batches.
-        num_updates = int(round(new_steps * cfg.updates_per_step / num_shards)) if learning else 0
+        # DDP runs the L learners in lockstep: every optimizer step averages their L batches.
+        # "same_samples" (the SpikeRL paper's regime) divides the steps among them.
+        per_step = cfg.updates_per_step / (num_shards if cfg.data_parallel == "same_samples"
+                                           else 1)
+        num_updates = int(round(new_steps * per_step)) if learning else 0
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             # Each learner fetches its own transitions from the object store (a local learner
