@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
-    r.add_argument("dir", help="a Tune experiment folder (OUT/NAME) or a spikerl train run "
-                   "(a folder or a URI)")
+    r.add_argument("dir", help="a Tune experiment folder (OUT/NAME), the folder OUT holding "
+                   "experiments, or a spikerl train run (a folder or a URI)")
 
     g = sub.add_parser("energy", help="GPS-UP and carbon of two training runs")
     g.add_argument("base", help="the baseline run folder (with energy.json)")
@@ -237,7 +237,8 @@ def _tune(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from spikerl_ray.report import write_report
 
-    print(f"report: {write_report(args.dir)}")
+    for report in write_report(args.dir):
+        print(f"report: {report}")
 
 
 def _energy(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""``spikerl report DIR``: tables and plots from a Tune experiment or a ``spikerl train`` run.
+"""``spikerl report DIR``: tables and plots from a Tune experiment, a ``spikerl train`` run,
+or each experiment of the folder ``spikerl tune --out`` was given.
 
 Writes into ``DIR/report/``: ``results.parquet`` and ``results.csv`` (the tidy table),
 ``summary.csv`` (per method and environment, :func:`~spikerl_ray.report.tables.summary_table`),
@@ -42,6 +43,20 @@ def _summary_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+# Below this many seeds the IQM (the mean of the middle half) is the mean.
+MIN_SEEDS_FOR_IQM = 5
+
+
+def _few_seeds_note(summary: pd.DataFrame) -> list[str]:
+    """A warning under a table with rows of fewer than :data:`MIN_SEEDS_FOR_IQM` seeds."""
+    few = int(summary["seeds"].min())
+    if few >= MIN_SEEDS_FOR_IQM:
+        return []
+    return [f"With fewer than {MIN_SEEDS_FOR_IQM} seeds (here as few as {few}) the IQM equals "
+            "the mean and its bootstrap interval is close to the range of the seeds: read "
+            "them as the spread of a few runs, not as an estimate that separates methods.", ""]
+
+
 def _energy_markdown(summary: pd.DataFrame) -> list[str]:
     """The energy table, when the trials carry energy (each figure with its basis)."""
     if "energy_j_per_1k_steps_mean" not in summary:
@@ -60,20 +75,43 @@ def _energy_markdown(summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_report(path: str | Path) -> str:
+def write_report(path: str | Path) -> list[str]:
     """Writes the report of the experiment or run at ``path`` (a folder, or a URI whose
-    files but checkpoints are fetched, :mod:`spikerl_ray.storage`); returns ``report.md``."""
+    files but checkpoints are fetched, :mod:`spikerl_ray.storage`), or of each experiment in
+    the storage folder ``spikerl tune --out`` was given; returns the ``report.md`` files."""
     if not is_uri(path):
-        return str(_write_report(Path(path), str(path)))
+        return [str(p) for p in _write_reports(Path(path), str(path))]
     mirror = Mirror(str(path))
     try:
         mirror.pull(recursive=True, keep=lambda rel: not any(
             part.startswith("checkpoint") for part in rel.split("/")[:-1]))
-        _write_report(mirror.local, str(path))
-        mirror.push(REPORT_DIR)
+        written = _write_reports(mirror.local, str(path))
+        for report in written:
+            mirror.push(report.parent.relative_to(mirror.local).as_posix())
     finally:
         mirror.close()
-    return f"{str(path).rstrip('/')}/{REPORT_DIR}/report.md"
+    root = str(path).rstrip("/")
+    return [f"{root}/{p.relative_to(mirror.local).as_posix()}" for p in written]
+
+
+def _holds_results(path: Path) -> bool:
+    """A run folder or a Tune experiment folder (trial folders with their results)."""
+    return (path / "run.json").is_file() or any(
+        (p / "params.json").is_file() and (p / "result.json").is_file()
+        for p in path.iterdir() if p.is_dir())
+
+
+def _write_reports(path: Path, name: str) -> list[Path]:
+    """The report of ``path``, or where it is a storage folder of experiments, of each."""
+    if not path.is_dir():
+        raise UserError(f"{name} is not a folder")
+    if _holds_results(path):
+        return [_write_report(path, name)]
+    experiments = sorted(p for p in path.iterdir() if p.is_dir() and _holds_results(p))
+    if not experiments:
+        raise UserError(f"{name}: holds no results (neither a run folder with run.json, nor a "
+                        "Tune experiment with trial folders, nor a folder of experiments)")
+    return [_write_report(p, f"{name.rstrip('/')}/{p.name}") for p in experiments]
 
 
 def _write_report(path: Path, name: str) -> Path:
@@ -85,7 +123,12 @@ def _write_report(path: Path, name: str) -> Path:
         table = tidy_table(path, title)
     except (ValueError, OSError) as exc:
         raise UserError(f"{name}: {exc}") from None
-    out = path / REPORT_DIR
+    return render(table, path / REPORT_DIR, title, f"spikerl report {name}")
+
+
+def render(table: pd.DataFrame, out: Path, title: str, command: str) -> Path:
+    """Writes the report of a tidy table (:func:`~spikerl_ray.report.tables.tidy_table`)
+    into ``out``, saying it was made with ``command``; returns ``report.md``."""
     out.mkdir(exist_ok=True)
     table.to_parquet(out / "results.parquet", index=False)
     table.to_csv(out / "results.csv", index=False)
@@ -96,13 +139,13 @@ def _write_report(path: Path, name: str) -> Path:
     has_eval = table["eval_return"].notna().any()
     column = "eval_return" if has_eval else "train_return"
     learning_curves(table, out / "learning_curves.png", column)
-    command = f"spikerl report {name}"
     md = [f"# Report: {title}", "", f"Made with `{command}`.", "",
-          "Final evaluation return: each trial's last noise-free evaluation; IQM: "
-          "interquartile mean over seeds with a 95% percentile bootstrap interval; spikerl vs "
-          "a method: 100 x (mean spikerl - mean method) / |mean method|, bootstrap interval "
-          "resampling each method's seeds (n/a: fewer than 2 seeds).", "",
-          *_summary_markdown(summary), "",
+          "Final evaluation return: each trial's last noise-free evaluation; ± is the sample "
+          "standard deviation over seeds (n - 1); IQM: interquartile mean over seeds with a "
+          "95% percentile bootstrap interval; spikerl vs a method: 100 x (mean spikerl - mean "
+          "method) / |mean method|, bootstrap interval resampling each method's seeds (n/a: "
+          "fewer than 2 seeds).", "",
+          *_summary_markdown(summary), "", *_few_seeds_note(summary),
           "![learning curves](learning_curves.png)", "",
           *_energy_markdown(summary),
           "Files: [summary.csv](summary.csv), [trials.csv](trials.csv), "

@@ -23,6 +23,7 @@ from scipy import stats
 
 from spikerl_ray.algorithms import DEFAULT_ALGORITHM
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS
+from spikerl_ray.methods import METHODS
 
 ENERGY_TEXT_COLUMNS = ("energy_basis", "energy_cpu_source", "energy_gpu_source")
 
@@ -47,6 +48,9 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
     config = json.loads((trial_dir / "params.json").read_text())
     # The algorithm's config (TD3's flat in the trial config in experiments before SAC/PPO).
     algorithm = config.get("algorithm", config)
+    # RLlib repeats the last evaluation's results in the iterations after it: an iteration
+    # holds an evaluation only where the interval falls.
+    interval = algorithm.get("evaluation_interval") or 0
     rows, last_steps, last_time = [], 0.0, 0.0
     with (trial_dir / "result.json").open() as f:
         for line in f:
@@ -61,7 +65,9 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
                 "env": config.get("env"), "seed": config.get("seed"),
                 "iteration": r.get("training_iteration"), "env_steps": int(steps),
                 "train_return": _get(r, "env_runners/episode_return_mean"),
-                "eval_return": _get(r, "evaluation/env_runners/episode_return_mean"),
+                "eval_return": (_get(r, "evaluation/env_runners/episode_return_mean")
+                                if interval and r.get("training_iteration", 0) % interval == 0
+                                else None),
                 "env_steps_per_s": ((steps - last_steps) / (wall - last_time)
                                     if wall > last_time else math.nan),
                 "wall_time_s": wall,
@@ -76,14 +82,23 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _entry(settings: dict[str, Any]) -> str:
+    """A train run named as an experiment's method entry: ``METHOD``, ``/ALGO`` under another
+    algorithm than TD3, ``@POLICY`` with another network than the method's."""
+    method, policy = settings.get("method"), settings.get("policy")
+    if method not in METHODS:
+        return policy
+    algo = settings.get("algo", DEFAULT_ALGORITHM)
+    return method + ("" if algo == DEFAULT_ALGORITHM else f"/{algo}") + (
+        "" if policy in (None, METHODS[method].policy) else f"@{policy}")
+
+
 def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
     settings = json.loads((run_dir / "run.json").read_text())
     progress = pd.read_csv(run_dir / "progress.csv")
     return [{
         "experiment": name, "trial": name,
-        # Named as an experiment's method entry: METHOD, or METHOD/ALGO under SAC or PPO.
-        "method": (settings.get("method") or settings.get("policy")) + (
-            "" if settings.get("algo", DEFAULT_ALGORITHM) == DEFAULT_ALGORITHM else f"/{settings['algo']}"),
+        "method": _entry(settings),
         "env": settings.get("env"), "seed": settings.get("seed"),
         "iteration": int(p["iteration"]), "env_steps": int(p["env_steps"]),
         "train_return": p["episode_return_mean"], "eval_return": p["eval_return_mean"],
