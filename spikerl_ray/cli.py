@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--resume", action="store_true",
                    help="continue the interrupted experiment (unfinished and failed trials)")
     u.add_argument("--address", default=None, help="join this Ray cluster")
+    u.add_argument("--track", choices=typing.get_args(field_type("track")[0]), default=None,
+                   help="overrides the config's track (on --resume: as the experiment "
+                   "started); " + RunSettings.model_fields["track"].description)
     u.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     r = sub.add_parser("report", help="tables and plots from a tune or train output folder")
@@ -200,6 +203,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
+    from spikerl_ray import tracking
     from spikerl_ray.experiments import load_experiment
     from spikerl_ray.experiments.tune import (
         check_trials,
@@ -211,6 +215,9 @@ def _tune(args: argparse.Namespace) -> None:
     from spikerl_ray.storage import filesystem, is_uri
 
     exp = load_experiment(args.config)
+    if args.track:
+        exp = exp.model_copy(update={"track": args.track})
+    tracking.require(exp.track)
     if args.out and is_uri(args.out):
         filesystem(args.out)
     check_trials(exp)

@@ -178,6 +178,12 @@ class RunSettings(BaseModel):
         metavar="N", yaml=None)
     keep_checkpoints: PositiveInt = _setting(3, "keep the newest K checkpoints",
                                              metavar="K", yaml=None)
+    track: Literal["none", "wandb"] = _setting(
+        "none", "wandb: log metrics, config and the learning curve to Weights & Biases (pip "
+        "install -e '.[wandb]'), offline by default into RUN/wandb (tune: each trial's "
+        "folder); WANDB_MODE=online uploads as it trains, or later wandb sync "
+        "RUN/wandb/offline-run-*",
+        yaml=("", None))
     max_nonfinite_updates: PositiveInt = _setting(
         1000, "stop after N gradient updates in a row with NaN or Inf gradients (each is "
         "skipped)", metavar="N")

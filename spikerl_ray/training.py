@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.diagnostics import collapse_warning, statistic_names
-from spikerl_ray import checkpoints, session
+from spikerl_ray import checkpoints, session, tracking
 from spikerl_ray.algorithms import build_config, check_actor
 from spikerl_ray.checkpoints import CHECKPOINT_DIR, CHECKPOINT_INFO
 from spikerl_ray.energy.accounting import ENERGY_COLUMNS, ENERGY_FILE, EnergyLedger, load_energy
@@ -125,6 +125,7 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
     """Trains until ``steps`` env steps in total; returns where the last checkpoint is. ``out``
     is a folder or a URI (:mod:`spikerl_ray.storage`)."""
     settings = resolve(settings)
+    tracking.require(settings.track)  # a missing wandb ends here, before Ray starts
     run, mirror = _stage(out, resume)
     try:
         settings = _open(run, mirror, settings, resume=resume, force=force, address=address)
@@ -133,7 +134,8 @@ def train(settings: RunSettings, out: str | Path, steps: int, *, resume: bool = 
             loop = TrainingLoop(algo, run, settings, steps, mirror, progress)
             if resume:
                 loop.restore()
-            checkpoint = loop.run()
+            with tracking.track(settings, run, mirror, resume) as loop.tracker:
+                checkpoint = loop.run()
         finally:
             _push(mirror)
             algo.stop()
@@ -181,6 +183,7 @@ class TrainingLoop:
         self.ledger = EnergyLedger(settings.carbon_intensity)
         self.last_checkpoint: Path | None = None
         self.warned = False
+        self.tracker: tracking.Tracker | None = None  # train() sets it with --track wandb
         self.bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
 
     def restore(self) -> None:
@@ -233,8 +236,11 @@ class TrainingLoop:
         return row, result
 
     def _record(self, row: dict[str, Any], result: dict[str, Any]) -> None:
-        """Appends the progress row and adds the iteration's energy to the ledger."""
+        """Appends the progress row (and logs it to W&B with ``--track wandb``) and adds the
+        iteration's energy to the ledger."""
         self.folder.append_progress(row)
+        if self.tracker is not None:
+            self.tracker.log(row)
         if result.get("energy"):
             self.ledger.add(result["energy"], row["env_steps"] - self.env_steps)
             self.ledger.write(self.folder.path / ENERGY_FILE)

@@ -2,9 +2,9 @@
 
 Validated with pydantic before Ray starts: an unknown key, a wrong type, an unknown method or
 environment ends in one line naming the file and the key (:class:`ExperimentError`). The keys
-that are run settings (``evaluation``, ``resources``, ``settings``, ``precision``) are derived
-from :class:`~spikerl_ray.settings.RunSettings`: the same names, types, defaults and help as
-the flags of ``spikerl train``.
+that are run settings (``evaluation``, ``resources``, ``settings``, ``precision``, ``track``) are
+derived from :class:`~spikerl_ray.settings.RunSettings`: the same names, types, defaults and help
+as the flags of ``spikerl train``.
 """
 
 from __future__ import annotations
@@ -209,7 +209,8 @@ class _Experiment(_Strict):
 
 
 # One experiment: every method x environment x seed (x search sample) is a trial. The top-level
-# run settings (precision; None: each method's own) are derived like the sections.
+# run settings (precision; None: each method's own; track: W&B, spikerl_ray.tracking) are derived
+# like the sections.
 Experiment = create_model("Experiment", __base__=_Experiment, **_fields("", True))
 
 

@@ -14,6 +14,8 @@ them with their metrics; Tune keeps one checkpoint per trial every ``checkpoint_
 iterations and at the end; a failing trial is retried up to ``max_failures`` times from its
 last checkpoint (Tune's ``FailureConfig``) while the others run on; ``--resume`` continues an
 interrupted experiment with ``Tuner.restore``, re-running only unfinished or failed trials.
+With ``track: wandb`` (``spikerl tune --track wandb``) Tune's own ``WandbLoggerCallback`` logs
+each trial to Weights & Biases, offline by default (:mod:`spikerl_ray.tracking`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from ray import tune
 from ray.tune.registry import register_trainable
 
+from spikerl_ray import tracking
 from spikerl_ray.algorithms import build_config, check_actor, get_algorithm, unused_settings
 from spikerl_ray.errors import ExperimentError
 from spikerl_ray.experiments.schema import (
@@ -182,7 +185,8 @@ def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = Fa
             raise ExperimentError(f"--resume: no experiment to resume at {path}")
         tuner = tune.Tuner.restore(path, trainable=TRAINABLE, param_space=space,
                                    resume_unfinished=True, resume_errored=True)
-        return tuner.fit()
+        with tracking.default_mode():  # its W&B callback, if any, is the one it started with
+            return tuner.fit()
     scheduler = None
     if exp.scheduler:
         scheduler = ASHAScheduler(time_attr="training_iteration",
@@ -199,9 +203,11 @@ def run_experiment(exp: Experiment, out: str | None = None, *, resume: bool = Fa
         run_config=tune.RunConfig(
             name=exp.name, storage_path=root, verbose=verbose,
             stop={"num_env_steps_sampled_lifetime": exp.env_steps},
+            callbacks=tracking.tune_callbacks(exp.track, exp.name),
             failure_config=tune.FailureConfig(max_failures=exp.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=exp.checkpoint_every, checkpoint_at_end=True)),
     )
-    return tuner.fit()
+    with tracking.default_mode():
+        return tuner.fit()
 
