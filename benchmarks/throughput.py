@@ -70,22 +70,23 @@ SPIKERL_RAY_RUNS: dict[str, dict] = {
 # Not in the default set: each precision named, overlapped sampling with one remote env
 # runner (pays off only where the runner has cores of its own; see docs/performance.md), two
 # remote env runners (transitions reach the learner through the object store), and the
-# driver running as many torch threads as PyTorch's default.
+# driver reserving 2 CPUs, so running 2 torch threads (PyTorch's default here).
 ASYNC = {"env_runners": 1, "async_sampling": True}
 OPTIONAL_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl_compiled_fp32": {"policy": "spikerl", "precision": "fp32"},
     "spikerl_ray_spikerl_compiled_bf16": {"policy": "spikerl", "precision": "bf16"},
     "spikerl_ray_spikerl_async": {"policy": "spikerl"} | ASYNC,
     "spikerl_ray_spikerl_2_runners": {"policy": "spikerl", "env_runners": 2},
-    # The driver reserving 2 CPUs, so running 2 torch threads (PyTorch's default here).
     "spikerl_ray_spikerl_driver_2_cpus": {"policy": "spikerl", "driver_cpus": 2},
+    "spikerl_ray_ann_driver_2_cpus": {"policy": "ann", "driver_cpus": 2},
 }
 PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
 
 
-def spikerl_ray_rate(steps: int, driver_cpus: int = 1, **settings) -> dict:
-    """``settings``: :class:`~spikerl_ray.settings.RunSettings` fields (policy, compile, ...);
-    ``driver_cpus``: the CPUs RLlib reserves for the driver (its torch threads)."""
+def spikerl_ray_rate(steps: int, **settings) -> dict:
+    """``settings``: :class:`~spikerl_ray.settings.RunSettings` fields (policy, compile,
+    driver_cpus: the CPUs RLlib reserves for the driver, its torch threads; default as
+    ``spikerl train``'s, ...)."""
     from spikerl_ray.algorithms import build_config
     from spikerl_ray.settings import RunSettings
 
@@ -95,8 +96,7 @@ def spikerl_ray_rate(steps: int, driver_cpus: int = 1, **settings) -> dict:
     config = (build_config(RunSettings(env=ENV, warmup_steps=WARMUP, **settings))
               .training(num_steps_sampled_before_learning_starts=WARMUP,
                         replay_capacity=100_000)
-              .evaluation(evaluation_interval=None)
-              .resources(num_cpus_for_main_process=driver_cpus))
+              .evaluation(evaluation_interval=None))
     algo = config.build_algo()
     try:
         def counters(result: dict) -> tuple[int, int]:
@@ -246,9 +246,9 @@ def end_to_end(names: list[str], steps: int, repeats: int) -> dict:
 
 def shared_cores(steps: int) -> dict:
     """spikerl-ray at its defaults alone, then beside one busy single-threaded process (a
-    pure-Python loop), then beside it with the driver reserving every core (as many torch
-    threads as PyTorch's default): env steps/s and slowdowns. Target (issue: performance
-    round 2, part 6): a slowdown no worse than the share of cores lost, cpus / (cpus - 1)."""
+    pure-Python loop), at its defaults and with the driver reserving every CPU (as many torch
+    threads): env steps/s and slowdowns against alone. Target (issue: performance round 2, part 6): a
+    slowdown no worse than the share of cores lost, cpus / (cpus - 1)."""
     import subprocess
 
     cpus = os.cpu_count() or 1
@@ -259,15 +259,15 @@ def shared_cores(steps: int) -> dict:
         torch.set_num_threads(threads)
         beside = spikerl_ray_rate(steps, policy="spikerl")
         torch.set_num_threads(threads)
-        beside_all_threads = spikerl_ray_rate(steps, driver_cpus=cpus, policy="spikerl")
+        beside_all = spikerl_ray_rate(steps, driver_cpus=cpus, policy="spikerl")
     finally:
         busy.kill()
         busy.wait()
     torch.set_num_threads(threads)
     rate = "env_steps_per_s"
-    return {"alone": alone, "beside_busy": beside, "beside_busy_all_threads": beside_all_threads,
+    return {"alone": alone, "beside_busy": beside, "beside_busy_all_cpus": beside_all,
             "slowdown": alone[rate] / beside[rate],
-            "slowdown_all_threads": alone[rate] / beside_all_threads[rate],
+            "slowdown_all_cpus": alone[rate] / beside_all[rate],
             "target_slowdown": cpus / max(cpus - 1, 1)}
 
 

@@ -108,7 +108,9 @@ class RunSettings(BaseModel):
                                                   yaml=("resources", None))
     driver_cpus: PositiveInt = _setting(
         1, "CPUs reserved for the driver, which runs a local learner and env runner: also its "
-        "PyTorch threads", metavar="N", yaml=("resources", None))
+        "PyTorch threads. On a machine nothing else uses, all its CPUs run the update faster "
+        "(docs/performance.md, round 3); beside busy cores more threads stall",
+        metavar="N", yaml=("resources", None))
     learner_resources: Resources = _setting(
         {}, "a Ray custom resource each learner asks for, e.g. to pin learners to a node type "
         "(repeatable)", flag="--learner-resource", metavar="NAME=AMOUNT",
