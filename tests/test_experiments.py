@@ -182,6 +182,19 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
     gain = 100 * (ours.mean() - base.mean()) / abs(base.mean())
     assert summary.loc["ann", "spikerl_improvement_pct"] == pytest.approx(gain)
     assert math.isnan(summary.loc["spikerl", "spikerl_improvement_pct"])
+    ci = stats.bootstrap((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()),
+                         n_resamples=2000, method="percentile", vectorized=False,
+                         random_state=np.random.default_rng(rng_seed)).confidence_interval
+    assert (summary.loc["ann", "spikerl_improvement_ci_low"],
+            summary.loc["ann", "spikerl_improvement_ci_high"]) == pytest.approx((ci.low, ci.high))
+    # Wall time, env steps/s and CO2 per method recompute from the tidy table's last rows.
+    for method, t in tidy.groupby("method"):
+        last = t.sort_values("iteration").groupby("trial").tail(1)
+        assert summary.loc[method, "wall_time_s_mean"] == pytest.approx(last["wall_time_s"].mean())
+        assert summary.loc[method, "env_steps_per_s_mean"] == pytest.approx(
+            (last["env_steps"] / last["wall_time_s"]).mean())
+        co2 = [g["energy.co2e_kg"].sum() for _, g in t.groupby("trial")]
+        assert summary.loc[method, "co2e_kg_mean"] == pytest.approx(np.mean(co2))
     assert "spikerl report" in (out / "report.md").read_text()
     # The trials carry energy (smoke.yaml asks for the CPU estimate where RAPL is unreadable);
     # the summary's figure per method recomputes from the tidy table.
