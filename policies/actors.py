@@ -13,6 +13,7 @@ to NIR.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -187,16 +188,25 @@ def is_builtin(policy: str) -> bool:
     return policy in ACTORS
 
 
+# A user's actor factory, importable as ``package.module:factory`` (docs/actors.md).
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def names_factory(policy: str) -> bool:
+    """Whether ``policy`` has the form ``package.module:factory`` (nothing is imported)."""
+    return bool(FACTORY_PATTERN.match(policy))
+
+
 def resolve_factory(policy: str) -> Callable[..., nn.Module]:
     """The factory ``policy`` names: a key of :data:`ACTORS`, or ``"package.module:factory"``
     (the module imported with :func:`importlib.import_module`). ``ValueError`` with the reason
     when it names none."""
     if is_builtin(policy):
         return ACTORS[policy]
-    module_name, _, attribute = policy.partition(":")
-    if not module_name or not attribute:
+    if not names_factory(policy):
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(sorted(ACTORS))} "
                          f"or name your own factory as 'package.module:factory' ({DOCS})")
+    module_name, _, attribute = policy.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -19,7 +19,6 @@ Adding a setting is one field here and its use where the config is built
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -36,7 +35,7 @@ from pydantic import (
     field_validator,
 )
 
-from policies.actors import ACTORS
+from policies.actors import ACTORS, names_factory
 from policies.spiking import BACKEND_CHOICES
 from spikerl_ray.algorithms import (
     ALGORITHMS,
@@ -53,14 +52,10 @@ from spikerl_ray.energy.accounting import (
 )
 from spikerl_ray.methods import METHODS
 
-# A user's actor factory, importable as ``package.module:factory`` (docs/actors.md).
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
 def check_policy(value: str) -> str:
     """``value`` if it names a built-in actor or has the form ``MODULE:FACTORY``; ValueError
     otherwise (the factory itself is imported when the actor is built)."""
-    if value in ACTORS or FACTORY_PATTERN.match(value):
+    if value in ACTORS or names_factory(value):
         return value
     raise ValueError(f"invalid choice: {value!r} (choose from {', '.join(sorted(ACTORS))}, "
                      "or MODULE:FACTORY for an actor of your own)")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from spikerl_ray.errors import UserError
 from spikerl_ray.report.plots import learning_curves, sweep_plots
-from spikerl_ray.report.tables import final_per_trial, summary_table, tidy_table
+from spikerl_ray.report.tables import final_per_trial, summary_table, tidy_table, trial_folders
 from spikerl_ray.storage import Mirror, is_uri
 
 REPORT_DIR = "report"
@@ -96,9 +96,7 @@ def write_report(path: str | Path) -> list[str]:
 
 def _holds_results(path: Path) -> bool:
     """A run folder or a Tune experiment folder (trial folders with their results)."""
-    return (path / "run.json").is_file() or any(
-        (p / "params.json").is_file() and (p / "result.json").is_file()
-        for p in path.iterdir() if p.is_dir())
+    return (path / "run.json").is_file() or bool(trial_folders(path))
 
 
 def _write_reports(path: Path, name: str) -> list[Path]:

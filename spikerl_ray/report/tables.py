@@ -109,6 +109,12 @@ def _train_run_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
     } for p in progress.to_dict("records")]
 
 
+def trial_folders(path: Path) -> list[Path]:
+    """The trial folders of a Tune experiment folder (each with its params and results)."""
+    return sorted(p for p in path.iterdir()
+                  if (p / "params.json").is_file() and (p / "result.json").is_file())
+
+
 def tidy_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """One row per trial and iteration, from a Tune experiment folder (trial folders with
     ``params.json`` and ``result.json``) or a ``spikerl train`` run folder; the experiment's
@@ -118,9 +124,7 @@ def tidy_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
     if (path / "run.json").is_file():
         rows = _train_run_rows(path, name)
     else:
-        trials = sorted(p for p in path.iterdir()
-                        if (p / "params.json").is_file() and (p / "result.json").is_file())
-        rows = [row for t in trials for row in _tune_trial_rows(t, name)]
+        rows = [row for t in trial_folders(path) for row in _tune_trial_rows(t, name)]
     if not rows:
         raise ValueError("holds no results (neither a run folder with run.json nor "
                          "a Tune experiment with trial folders)")
