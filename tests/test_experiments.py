@@ -187,6 +187,35 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
                          random_state=np.random.default_rng(rng_seed)).confidence_interval
     assert (summary.loc["ann", "spikerl_improvement_ci_low"],
             summary.loc["ann", "spikerl_improvement_ci_high"]) == pytest.approx((ci.low, ci.high))
+    # The area under each trial's evaluation curve (trapezoids over its evaluations divided by
+    # their span of env steps) with its IQM, interval and spikerl's improvement; PopSAN's
+    # maximum average return (the best mean over seeds at one evaluation step).
+    aucs = {}
+    for method, t in tidy.groupby("method"):
+        evals = t.pivot(index="env_steps", columns="trial", values="eval_return").dropna()
+        steps = evals.index.to_numpy(dtype=float)
+        x = aucs[method] = np.array([np.trapezoid(evals[c], steps) / (steps[-1] - steps[0])
+                                     for c in evals])
+        row = summary.loc[method]
+        assert row["auc_eval_mean"] == pytest.approx(x.mean())
+        assert row["auc_eval_iqm"] == pytest.approx(stats.trim_mean(x, 0.25))
+        ci = stats.bootstrap((x,), lambda v: stats.trim_mean(v, 0.25), n_resamples=2000,
+                             method="percentile", vectorized=False,
+                             random_state=np.random.default_rng(rng_seed)).confidence_interval
+        assert (row["auc_eval_iqm_ci_low"], row["auc_eval_iqm_ci_high"]) == \
+            pytest.approx((ci.low, ci.high))
+        assert row["max_average_eval"] == pytest.approx(evals.mean(axis=1).max())
+    ours, base = aucs["spikerl"], aucs["ann"]
+    assert summary.loc["ann", "spikerl_auc_improvement_pct"] == pytest.approx(
+        100 * (ours.mean() - base.mean()) / abs(base.mean()))
+    ci = stats.bootstrap((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()),
+                         n_resamples=2000, method="percentile", vectorized=False,
+                         random_state=np.random.default_rng(rng_seed)).confidence_interval
+    assert (summary.loc["ann", "spikerl_auc_improvement_ci_low"],
+            summary.loc["ann", "spikerl_auc_improvement_ci_high"]) == \
+        pytest.approx((ci.low, ci.high))
+    for name in ("learning_curves_time.png", "learning_curves_energy.png"):
+        assert (out / name).stat().st_size > 0, name
     # Wall time, env steps/s and CO2 per method recompute from the tidy table's last rows.
     for method, t in tidy.groupby("method"):
         last = t.sort_values("iteration").groupby("trial").tail(1)

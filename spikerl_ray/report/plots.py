@@ -9,43 +9,45 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from spikerl_ray.report.tables import CONFIDENCE  # noqa: E402
-
-
-def mean_band(values: np.ndarray) -> tuple[float, float]:
-    """The mean over seeds and the half-width of its 95% Student-t interval (0 for one
-    seed)."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, 0.0
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * stats.sem(values)
-    return mean, float(half)
+from spikerl_ray.report.tables import basis_label  # noqa: E402
 
 
-def learning_curves(table: pd.DataFrame, path: Path, column: str = "eval_return") -> Path:
-    """One panel per environment: per method, the mean ``column`` over seeds against env
-    steps, with its 95% band."""
-    envs = sorted(table["env"].unique())
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs):
-        data = table[(table["env"] == env)].dropna(subset=[column])
-        for method, g in data.groupby("method", sort=True):
-            points = [(steps, *mean_band(v[column].to_numpy(dtype=float)))
-                      for steps, v in g.groupby("env_steps", sort=True)]
-            steps, mean, half = (np.array(a) for a in zip(*points))
-            ax.plot(steps, mean, label=method)
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-        ax.set(title=env, xlabel="env steps", ylabel=column.replace("_", " "))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+# The learning curves' x-axes: the name, the column of :func:`curve_points`, its label, the file.
+CURVE_AXES = (("env steps", "env_steps", "env steps", "learning_curves.png"),
+              ("wall-clock time", "wall_time_s_mean", "wall-clock time (s), mean over seeds",
+               "learning_curves_time.png"),
+              ("energy", "energy_j_mean", "energy (J, {basis}), mean over seeds",
+               "learning_curves_energy.png"))
+
+
+def learning_curves(points: pd.DataFrame, out: Path, ylabel: str) -> dict[str, Path]:
+    """Per x-axis of :data:`CURVE_AXES` that ``points`` (:func:`curve_points`) have values for,
+    one figure in ``out`` with a panel per environment: per method the mean return over seeds
+    with its 95% band; returns the files written by the axes' names."""
+    written = {}
+    for axis, x, xlabel, name in CURVE_AXES:
+        data = points.dropna(subset=[x])
+        if data.empty:
+            continue
+        envs = sorted(data["env"].unique())
+        fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+        for ax, env in zip(axes[0], envs):
+            panel = data[data["env"] == env]
+            for method, g in panel.groupby("method", sort=True):
+                mean, half = g["return_mean"], g["return_ci95_half"]
+                ax.plot(g[x], mean, marker=".", label=method)
+                ax.fill_between(g[x], mean - half, mean + half, alpha=0.2)
+            ax.set(title=env, xlabel=xlabel.format(basis=basis_label(panel["energy_basis"])),
+                   ylabel=ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written[axis] = out / name
+    return written
 
 
 def sweep_plots(finals: pd.DataFrame, path: Path, column: str) -> Path:

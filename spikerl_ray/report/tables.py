@@ -1,13 +1,17 @@
-"""The tidy results table (one row per trial and iteration) and the summary per method and
-environment, from a Tune experiment folder or a ``spikerl train`` run folder.
+"""The tidy results table (one row per trial and iteration), the learning curves' points and
+the summary per method and environment, from a Tune experiment folder or a ``spikerl train``
+run folder (definitions: docs/reports.md).
 
-Statistics (rliable's recommendations, Agarwal et al., NeurIPS 2021): the final evaluation
-return of each trial (its last evaluated iteration); per method and environment its mean and
-standard deviation over seeds (ddof=1), the interquartile mean (``scipy.stats.trim_mean`` with
-25% cut each side) with a 95% percentile bootstrap interval, and SpikeRL's improvement over each
-other method in percent, as the SpikeRL paper states it, with a 95% bootstrap interval that
-resamples each method's seeds separately (stratified by method). Bootstraps use
-``scipy.stats.bootstrap`` with :data:`BOOTSTRAP_RESAMPLES` resamples and a fixed seed.
+Statistics (rliable's recommendations, Agarwal et al., NeurIPS 2021): per trial its final
+evaluation return (its last evaluated iteration) and its area under the learning curve
+(:func:`area_under_curve`); per method and environment their mean and standard deviation over
+seeds (ddof=1), the interquartile mean (``scipy.stats.trim_mean`` with 25% cut each side) with a
+95% percentile bootstrap interval that resamples the seeds of that method on that environment
+(stratified by environment: seeds are never pooled across environments), PopSAN's maximum
+average return (:func:`curve_points`), and SpikeRL's improvement over each other method in
+percent, as the SpikeRL paper states it, with a 95% bootstrap interval that resamples each
+method's seeds separately (stratified by method). Bootstraps use ``scipy.stats.bootstrap``
+with :data:`BOOTSTRAP_RESAMPLES` resamples seeded with :data:`BOOTSTRAP_SEED`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -140,8 +144,9 @@ def tidy_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
 
 def final_per_trial(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its final evaluation return (last evaluated iteration), best
-    evaluation return, final training return, wall time and env steps per second."""
+    """One row per trial: its final evaluation return (last evaluated iteration), area under
+    its evaluation curve, best evaluation return, final training return, wall time and env
+    steps per second."""
     out = []
     for trial, g in table.groupby("trial", sort=True):
         evals = g.dropna(subset=["eval_return"])
@@ -150,6 +155,8 @@ def final_per_trial(table: pd.DataFrame) -> pd.DataFrame:
             "trial": trial, "method": last["method"], "env": last["env"], "seed": last["seed"],
             "env_steps": int(last["env_steps"]),
             "final_eval_return": evals["eval_return"].iloc[-1] if len(evals) else math.nan,
+            "auc_eval_return": area_under_curve(evals["env_steps"].to_numpy(dtype=float),
+                                                evals["eval_return"].to_numpy(dtype=float)),
             "best_eval_return": evals["eval_return"].max() if len(evals) else math.nan,
             "final_train_return": last["train_return"],
             "wall_time_s": last["wall_time_s"],
@@ -167,11 +174,63 @@ def _trial_energy(g: pd.DataFrame) -> dict[str, Any]:
         return {}
     joules = float(pd.to_numeric(g["energy.energy_j"], errors="coerce").sum())
     steps = float(g["env_steps"].iloc[-1])  # every iteration's energy is summed
-    basis = sorted({str(b) for b in g["energy.energy_basis"].dropna()})
     co2 = pd.to_numeric(g["energy.co2e_kg"], errors="coerce").sum()
-    return {"energy_j": joules, "energy_basis": "+".join(basis),
+    return {"energy_j": joules, "energy_basis": basis_label(g["energy.energy_basis"]),
             "energy_j_per_1k_steps": 1000.0 * joules / steps if steps > 0 else math.nan,
             "co2e_kg": float(co2)}
+
+
+def basis_label(bases: Iterable[Any]) -> str:
+    """The energy bases of several figures in one label (``estimated+measured``)."""
+    return "+".join(sorted({part for b in bases if isinstance(b, str)
+                            for part in b.split("+") if part}))
+
+
+def area_under_curve(steps: np.ndarray, returns: np.ndarray) -> float:
+    """The evaluation returns integrated over env steps (trapezoid between consecutive
+    evaluations) divided by the span from the first to the last evaluation: the mean
+    evaluation return over training, in return units. One evaluation: its return; none: nan."""
+    if not len(returns):
+        return math.nan
+    span = steps[-1] - steps[0]
+    return float(np.trapezoid(returns, steps) / span) if span > 0 else float(np.mean(returns))
+
+
+def mean_band(values: np.ndarray) -> tuple[float, float]:
+    """The mean over seeds and the half-width of its 95% Student-t interval (0 for one
+    seed)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, 0.0
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * stats.sem(values)
+    return mean, float(half)
+
+
+CURVE_COLUMNS = ("method", "env", "env_steps", "seeds", "return_mean", "return_ci95_half",
+                 "wall_time_s_mean", "energy_j_mean", "energy_basis")
+
+
+def curve_points(table: pd.DataFrame, column: str = "eval_return") -> pd.DataFrame:
+    """The learning curves: per method, environment and env step at which every seed (trial)
+    of that method and environment has a ``column`` value, the mean over seeds with the
+    half-width of its 95% Student-t interval, the seeds' mean wall time and mean energy
+    (``energy.energy_j`` summed over the iterations up to that one; nan unless every seed has
+    it) with its basis. PopSAN's maximum average return is the largest ``return_mean`` of a
+    method and environment."""
+    data = table.assign(cumulative_energy_j=table.sort_values("iteration").groupby("trial")[
+        "energy.energy_j"].cumsum() if "energy.energy_j" in table else math.nan)
+    rows = []
+    for (method, env), g in data.groupby(["method", "env"], sort=True):
+        trials = g["trial"].nunique()
+        basis = basis_label(g.get("energy.energy_basis", ()))
+        for steps, v in g.dropna(subset=[column]).groupby("env_steps", sort=True):
+            if v["trial"].nunique() < trials:
+                continue
+            mean, half = mean_band(v[column].to_numpy(dtype=float))
+            rows.append((method, env, int(steps), trials, mean, half,
+                         v["wall_time_s"].mean(skipna=False),
+                         v["cumulative_energy_j"].mean(skipna=False), basis))
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
 def iqm(values: np.ndarray) -> float:
@@ -196,36 +255,61 @@ def improvement_pct(new: np.ndarray, base: np.ndarray) -> float:
     return float(100.0 * (np.mean(new) - np.mean(base)) / abs(np.mean(base)))
 
 
-def summary_table(finals: pd.DataFrame) -> pd.DataFrame:
-    """Per method and environment: final evaluation return (mean, std, IQM with its interval),
-    best evaluation return, wall time, env steps/s, and SpikeRL's improvement over each other
-    method of the same environment (on the rows of those methods)."""
+def _estimates(prefix: str, x: np.ndarray) -> dict[str, float]:
+    """Mean, standard deviation (ddof=1), IQM and its bootstrap interval of the seeds' ``x``."""
+    lo, hi = bootstrap_ci((x,), iqm)
+    return {f"{prefix}_mean": float(np.mean(x)) if len(x) else math.nan,
+            f"{prefix}_std": float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
+            f"{prefix}_iqm": iqm(x) if len(x) else math.nan,
+            f"{prefix}_iqm_ci_low": lo, f"{prefix}_iqm_ci_high": hi}
+
+
+def _improvement(prefix: str, ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
+    """:func:`improvement_pct` of ``ours`` over ``theirs`` with its bootstrap interval (nan
+    where either has no value)."""
+    if not (len(ours) and len(theirs)):
+        return {f"{prefix}_pct": math.nan, f"{prefix}_ci_low": math.nan,
+                f"{prefix}_ci_high": math.nan}
+    lo, hi = bootstrap_ci((ours, theirs), improvement_pct)
+    return {f"{prefix}_pct": improvement_pct(ours, theirs), f"{prefix}_ci_low": lo,
+            f"{prefix}_ci_high": hi}
+
+
+# Summary columns per trial statistic: (trials' column, summary prefix, improvement prefix).
+SUMMARY_STATISTICS = (("final_eval_return", "final_eval", "spikerl_improvement"),
+                      ("auc_eval_return", "auc_eval", "spikerl_auc_improvement"))
+
+
+def summary_table(finals: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Per method and environment of the trials ``finals`` (:func:`final_per_trial` of the
+    tidy ``table``): the budget (largest env steps), final evaluation return and area under
+    the curve (mean, std, IQM with its interval), PopSAN's maximum average return, best
+    evaluation return, wall time, env steps/s, energy, and SpikeRL's improvement over each
+    other method of the same environment in final return and area (on the rows of those
+    methods)."""
+    max_average = curve_points(table).groupby(["method", "env"])["return_mean"].max()
     rows = []
     for (method, env), g in finals.groupby(["method", "env"], sort=True):
-        x = g["final_eval_return"].dropna().to_numpy(dtype=float)
-        lo, hi = bootstrap_ci((x,), iqm) if len(x) else (math.nan, math.nan)
-        row = {
-            "method": method, "env": env, "seeds": len(g),
-            "final_eval_mean": float(np.mean(x)) if len(x) else math.nan,
-            "final_eval_std": float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
-            "final_eval_iqm": iqm(x) if len(x) else math.nan,
-            "final_eval_iqm_ci_low": lo, "final_eval_iqm_ci_high": hi,
+        ours = finals[(finals["method"] == BASELINE_OF_IMPROVEMENT) & (finals["env"] == env)]
+        row: dict[str, Any] = {"method": method, "env": env, "seeds": len(g),
+                               "env_steps": int(g["env_steps"].max())}
+        improvements: dict[str, float] = {}
+        for column, prefix, gain in SUMMARY_STATISTICS:
+            x = g[column].dropna().to_numpy(dtype=float)
+            y = (ours[column].dropna().to_numpy(dtype=float)
+                 if method != BASELINE_OF_IMPROVEMENT else np.empty(0))  # not over itself
+            row.update(_estimates(prefix, x))
+            improvements.update(_improvement(gain, y, x))
+        row.update({
+            "max_average_eval": float(max_average.get((method, env), math.nan)),
             "best_eval_mean": float(g["best_eval_return"].mean()),
             "wall_time_s_mean": float(g["wall_time_s"].mean()),
             "env_steps_per_s_mean": float(g["env_steps_per_s"].mean()),
             **({"energy_j_per_1k_steps_mean": float(g["energy_j_per_1k_steps"].mean()),
                 "co2e_kg_mean": float(g["co2e_kg"].mean()),
-                "energy_basis": "+".join(sorted(set("+".join(g["energy_basis"].dropna())
-                                                    .split("+")) - {""}))}
+                "energy_basis": basis_label(g["energy_basis"])}
                if "energy_j" in g and g["energy_j"].notna().any() else {}),
-            "spikerl_improvement_pct": math.nan,
-            "spikerl_improvement_ci_low": math.nan, "spikerl_improvement_ci_high": math.nan,
-        }
-        ours = finals[(finals["method"] == BASELINE_OF_IMPROVEMENT) & (finals["env"] == env)]
-        y = ours["final_eval_return"].dropna().to_numpy(dtype=float)
-        if method != BASELINE_OF_IMPROVEMENT and len(y) and len(x):
-            row["spikerl_improvement_pct"] = improvement_pct(y, x)
-            (row["spikerl_improvement_ci_low"],
-             row["spikerl_improvement_ci_high"]) = bootstrap_ci((y, x), improvement_pct)
+            **improvements,
+        })
         rows.append(row)
     return pd.DataFrame(rows)
