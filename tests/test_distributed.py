@@ -8,6 +8,7 @@ import torch
 
 from spikerl_ray.algorithms import build_config
 from spikerl_ray.settings import RunSettings
+from tests.ddp_checks import averaged_gradient_check, learner_states
 from tests.fast_start import FAST_START
 
 
@@ -19,14 +20,6 @@ def _config(allreduce_dtype: str = "fp32", backend: str = "auto"):
                       allreduce_dtype=allreduce_dtype)
             .env_runners(rollout_fragment_length=100)
             .reporting(min_sample_timesteps_per_iteration=200))
-
-
-def _states(algo) -> list[dict[str, torch.Tensor]]:
-    def state(learner):
-        sd = learner.module["default_policy"].unwrapped().state_dict()
-        return {k: v.detach().cpu().clone() for k, v in sd.items()}
-
-    return [r.get() for r in algo.learner_group.foreach_learner(state)]
 
 
 @pytest.fixture(params=["auto", "gloo"])
@@ -49,11 +42,11 @@ def test_two_learners_hold_bitwise_identical_parameters(two_learners):
                    [m.process_group is (l.process_group or torch.distributed.group.WORLD)
                     for m in l.ddp_modules]))]
     assert info == [(2, "gloo", explicit, ["DistributedDataParallel"] * 2, [True] * 2)] * 2
-    before = _states(two_learners)[0]
+    before = learner_states(two_learners)[0]
     for _ in range(3):
         result = two_learners.train()
     assert result["learners"]["default_policy"]["num_gradient_updates_lifetime"] > 0
-    a, b = _states(two_learners)
+    a, b = learner_states(two_learners)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -70,45 +63,12 @@ def test_two_learners_hold_bitwise_identical_parameters(two_learners):
 def test_the_averaged_gradient_is_the_gradient_of_the_whole_batch(two_learners):
     """Each learner's actor-loss gradient through DDP, on its own half of a batch of 2 x B,
     equals the gradient of the whole batch on one module: one optimizer step of L learners
-    is a step on the L x B batch."""
-    from spikerl_ray.core.td3 import actor_loss
-
-    size = 64
-
-    def fixed_batch(size: int):  # nested, as the function below: Ray pickles them by value
-        """The same batch of Pendulum-shaped transitions wherever it is made (seeded)."""
-        from spikerl_ray.core.replay import Batch
-
-        g = torch.Generator().manual_seed(123)
-        return Batch(obs=torch.randn(size, 3, generator=g),
-                     actions=torch.rand(size, 1, generator=g),
-                     rewards=torch.randn(size, generator=g),
-                     next_obs=torch.randn(size, 3, generator=g), terminateds=torch.zeros(size))
-
-    def own_half_gradient(learner):
-        module = learner.module["default_policy"].unwrapped()
-        ddp_actor = learner.ddp_modules[0]
-        half = fixed_batch(2 * size)
-        part = slice(learner.shard * size, (learner.shard + 1) * size)
-        mine = type(half)(**{k: getattr(half, k)[part] for k in half.__dataclass_fields__})
-        module.actor.zero_grad()
-        actor_loss(ddp_actor, module.critic, module.normalize, mine).backward()
-        return {n: p.grad.clone() for n, p in module.actor.named_parameters()}
-
-    grads = [r.get() for r in two_learners.learner_group.foreach_learner(own_half_gradient)]
-    from spikerl_ray.envs import continuous_spaces
-    from spikerl_ray.td3.rl_module import TD3TorchRLModule
-
-    state = _states(two_learners)[0]
-    obs_space, act_space = continuous_spaces("Pendulum-v1")
-    module = TD3TorchRLModule(observation_space=obs_space, action_space=act_space,
-                              model_config=two_learners.config.model_config)
-    module.load_state_dict(state)
-    actor_loss(module.actor, module.critic, module.normalize, fixed_batch(2 * size)).backward()
-    assert grads[0].keys() == dict(module.actor.named_parameters()).keys()
-    for name, p in module.actor.named_parameters():
-        assert torch.equal(grads[0][name], grads[1][name]), name  # averaged: the same on both
-        torch.testing.assert_close(grads[0][name], p.grad, rtol=1e-5, atol=1e-7)
+    is a step on the L x B batch (tests/ddp_checks.py; across nodes: test_multinode.py)."""
+    check = averaged_gradient_check(two_learners)
+    assert check["learners"] == 2 and check["params"] > 0
+    assert check["differ_between_learners"] == []  # averaged: the same on both
+    assert check["differ_from_whole_batch"] == []
+    assert len(check["zero"]) < check["params"]
 
 
 @pytest.mark.parametrize("regime, divisor", [("same_steps", 1), ("same_samples", 2)])
@@ -144,7 +104,7 @@ def test_bypassing_ddp_hooks_makes_learners_diverge(ray_session):
         [r.get() for r in algo.learner_group.foreach_learner(bypass_ddp)]
         for _ in range(2):
             algo.train()
-        a, b = _states(algo)
+        a, b = learner_states(algo)
         assert not torch.equal(a["actor.layers.0.fc.weight"], b["actor.layers.0.fc.weight"])
     finally:
         algo.stop()
@@ -158,7 +118,7 @@ def test_bf16_allreduce_hook_is_registered_and_learners_agree(ray_session):
         assert hooks == [["bf16_allreduce_hook"] * 2] * 2
         for _ in range(2):
             algo.train()
-        a, b = _states(algo)
+        a, b = learner_states(algo)
         assert all(torch.equal(a[k], b[k]) for k in a)
     finally:
         algo.stop()
@@ -167,11 +127,11 @@ def test_bf16_allreduce_hook_is_registered_and_learners_agree(ray_session):
 def test_compiled_networks_under_ddp_stay_identical(ray_session):
     algo = _config().training(spiking_backend="torch", compile_networks=True).build_algo()
     try:
-        before = _states(algo)[0]
+        before = learner_states(algo)[0]
         for _ in range(2):
             result = algo.train()
         assert result["learners"]["default_policy"]["num_gradient_updates_lifetime"] > 0
-        first, second = _states(algo)
+        first, second = learner_states(algo)
         assert any(not torch.equal(before[k], first[k]) for k in before)
         assert all(torch.equal(first[k], second[k]) for k in first)
     finally:
