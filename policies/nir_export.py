@@ -132,6 +132,21 @@ def spiking_actor_graph(actor: SpikingActor, dt: float) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(nodes)), metadata=metadata)
 
 
+QUANTIZATION = "quantization"
+
+
+def quantized_metadata(setting: dict[str, Any]) -> dict[str, Any]:
+    """The graph metadata of a deployment setting
+    (:meth:`policies.quantize.QuantizedActor.setting`), flat under ``quantization.``: the
+    weight scheme, state bits and timesteps, and per fixed-point layer its scale (float weight
+    = integer weight / scale; zero-point 0), integer threshold and decay constants."""
+    flat = {f"{QUANTIZATION}.{k}": v for k, v in setting.items()
+            if k != "layers" and v is not None}
+    for layer, values in setting.get("layers", {}).items():
+        flat |= {f"{QUANTIZATION}.{layer}.{k}": v for k, v in values.items()}
+    return flat
+
+
 def _only_node(graph: nir.NIRGraph, cls: type[nir.NIRNode]) -> str:
     names = [name for name, node in graph.nodes.items() if isinstance(node, cls)]
     if len(names) != 1:
@@ -257,6 +272,21 @@ _HOST_AFTER = {
 }
 
 
+def _fixed_point(meta: dict[str, Any]) -> dict[str, str]:
+    """The contract's ``fixed_point`` entry for a quantized graph (none for a float one)."""
+    scheme = meta.get(f"{QUANTIZATION}.weights", "fp32")
+    if scheme == "fp32":
+        return {}
+    return {"fixed_point": (
+        f"weights {scheme}: every Affine weight and bias is an integer; the float layer is "
+        f"integer / {QUANTIZATION}.LAYER.scale (zero-point 0) and v_threshold an integer in "
+        f"the same units. On Loihi: current and voltage in {meta[f'{QUANTIZATION}.state_bits']}"
+        f"-bit registers, synaptic input and threshold shifted left by "
+        f"{meta[f'{QUANTIZATION}.state_shift']} bits, decays x <- trunc(x (4096 - delta) / "
+        f"4096) with delta = {QUANTIZATION}.LAYER.current_delta and voltage_delta (the "
+        "CubaLIF time constants are the decays these give; docs/deployment.md)")}
+
+
 def contract(graph: nir.NIRGraph) -> dict[str, Any]:
     """The input and output contract of a graph from :func:`export_nir`, as plain JSON data:
     what goes in and comes out at each timestep and what the host does around it."""
@@ -279,5 +309,6 @@ def contract(graph: nir.NIRGraph) -> dict[str, Any]:
         "host_before": (_NORMALIZE if "normalizer.kind" in meta else "x = obs; ")
                        + _HOST_BEFORE[encoder],
         "host_after": _HOST_AFTER[decoder],
+        **_fixed_point(meta),
         "metadata_keys": sorted(meta),
     }

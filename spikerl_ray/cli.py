@@ -21,6 +21,9 @@ from spikerl_ray.export import FORMATS as EXPORT_FORMATS
 from spikerl_ray.methods import METHODS
 from spikerl_ray.settings import RunSettings, check_policy, default, field_type, where
 
+if typing.TYPE_CHECKING:
+    from policies.quantize import QuantSpec
+
 
 def _number(kind: type, allow_zero: bool) -> Any:
     """An argparse type: a positive (or, with ``allow_zero``, non-negative) ``kind``."""
@@ -131,6 +134,33 @@ def settings_from_arguments(args: argparse.Namespace) -> RunSettings:
     return RunSettings(**values)
 
 
+def add_deployment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The deployment setting of ``evaluate`` and ``export`` (docs/deployment.md);
+    :func:`deployment_spec` reads it back."""
+    from policies.quantize import LOIHI_STATE_BITS, WEIGHT_SCHEMES
+
+    parser.add_argument("--weights", choices=WEIGHT_SCHEMES, default="fp32",
+                        help="the spiking layers in simulated fixed point: int8 or int4 "
+                        "(symmetric per layer, round to nearest) or popsan (PopSAN's Loihi "
+                        "scheme: integers in [-255, 255]); fp32: as trained")
+    parser.add_argument("--state-bits", type=_positive_int, default=None, metavar="N",
+                        help="bits of the current and voltage registers with fixed-point "
+                        f"weights (default {LOIHI_STATE_BITS}, Loihi's)")
+    parser.add_argument("--timesteps", type=_positive_int, default=None, metavar="T",
+                        help="run T timesteps per observation, at most the trained T "
+                        "(default: the trained T)")
+
+
+def deployment_spec(args: argparse.Namespace) -> QuantSpec:
+    """The :class:`~policies.quantize.QuantSpec` of parsed deployment arguments."""
+    from policies.quantize import QuantSpec
+
+    try:
+        return QuantSpec(args.weights, args.state_bits, args.timesteps)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikerl", description="Deep spiking reinforcement learning on Ray.")
@@ -180,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--env", default=None, help="evaluate on another env (same shapes)")
     e.add_argument("--seed", type=_non_negative_int, default=1_000_000)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    add_deployment_arguments(e)
     e.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     x = sub.add_parser("export", help="export a checkpoint's spiking actor (NIR, docs/nir.md)")
@@ -189,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "contract (needs pip install -e '.[nir]')")
     x.add_argument("--out", required=True, metavar="FILE.nir", help="the file to write")
     x.add_argument("--force", action="store_true", help="replace FILE.nir and FILE.nir.json")
+    add_deployment_arguments(x)
     x.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
@@ -290,18 +322,27 @@ def _energy(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from spikerl_ray.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.episodes, args.env, args.seed)
+    result = evaluate(args.checkpoint, args.episodes, args.env, args.seed,
+                      deployment_spec(args))
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{result['policy']} on {result['env']}: return {result['return_mean']:.1f} "
-              f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
+        return
+    print(f"{result['policy']} on {result['env']}: return {result['return_mean']:.1f} "
+          f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
+    setting, spikes = result["setting"], result["spikes"]
+    state = f", {setting['state_bits']}-bit state" if setting["state_bits"] else ""
+    steps = f", T = {setting['timesteps']}" if setting["timesteps"] else ""
+    figures = (f"; per inference {spikes['synaptic_ops']:.0f} synaptic ops, "
+               f"{spikes['macs']:.0f} MACs, {spikes['inference_energy_pj']:.0f} pJ (estimate)"
+               if "synaptic_ops" in spikes else "")
+    print(f"setting: {setting['weights']} weights{state}{steps}{figures}")
 
 
 def _export(args: argparse.Namespace) -> None:
     from spikerl_ray.export import contract_path, export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.out, args.format, args.force)
+    result = export_checkpoint(args.checkpoint, args.out, args.format, args.force,
+                               deployment_spec(args))
     print(f"{result['policy']} actor of {args.checkpoint} -> {args.out} "
           f"(input {result['input']['shape']}, output {result['output']['shape']} per "
           f"timestep, T = {result['timesteps']}); contract: {contract_path(Path(args.out))}")

@@ -2,11 +2,15 @@
 
 The module is loaded with :func:`spikerl_ray.checkpoints.load_module` (built from the
 checkpoint's JSON, weights read without unpickling code). No Ray cluster is started; the
-environment steps in this process.
+environment steps in this process. A deployment setting (:class:`policies.quantize.QuantSpec`:
+fixed-point weights and state, fewer timesteps; docs/deployment.md) runs the actor as
+:func:`policies.quantize.quantize_actor` simulates it on a chip; the float setting at the
+trained ``T`` runs the checkpoint's actor itself.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 
 from policies.diagnostics import actor_statistics
+from policies.quantize import QuantSpec, quantize_actor
 from spikerl_ray.algorithms import DEFAULT_ALGORITHM
 from spikerl_ray.checkpoints import load_module
 from spikerl_ray.common.module import ActorModule
@@ -33,12 +38,33 @@ def act(module: ActorModule, obs: np.ndarray, space: gym.spaces.Box) -> np.ndarr
     return space.low + (a + 1.0) * 0.5 * (space.high - space.low)
 
 
+def deploy(module: ActorModule, spec: QuantSpec, name: str) -> tuple[dict[str, Any], bool]:
+    """Puts the module's actor at deployment setting ``spec`` in its place (the checkpoint's
+    actor itself for fp32 at the trained ``T``); returns the setting as plain data and whether
+    the actor was replaced. ``name`` is how errors call the checkpoint."""
+    actor = module.actor
+    trained = getattr(actor, "timesteps", None)
+    if spec.is_trained(trained):
+        return spec.describe(trained), False
+    try:
+        deployed = quantize_actor(actor, spec)
+    except ValueError as exc:
+        raise UserError(f"checkpoint {name}: {exc}") from None
+    for owner in module.modules():  # TD3 holds the actor itself, SAC and PPO inside ``pi``
+        for child_name, child in owner.named_children():
+            if child is actor:
+                setattr(owner, child_name, deployed)
+    return deployed.setting(), True
+
+
 def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = None,
-             seed: int = 1_000_000) -> dict[str, Any]:
-    """Mean and std of the undiscounted return over ``episodes`` noise-free episodes."""
+             seed: int = 1_000_000, spec: QuantSpec | None = None) -> dict[str, Any]:
+    """Mean and std of the undiscounted return over ``episodes`` noise-free episodes, with the
+    actor at deployment setting ``spec`` (default: as trained)."""
     if env_id is not None:
         continuous_spaces(env_id)  # a bad --env is named before the checkpoint is read
     module, info = load_module(checkpoint)
+    setting, replaced = deploy(module, spec or QuantSpec(), f"{checkpoint} ({info['policy']})")
     env_id = env_id or info["env"]
     obs_space, act_space = continuous_spaces(env_id)
     if (obs_space.shape != module.observation_space.shape
@@ -49,24 +75,28 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, env_id: str | None = No
                         f"{obs_space.shape}, actions {act_space.shape}")
     env = gym.make(env_id)
     returns, lengths, seen = [], [], []
+    # A replaced actor runs eagerly, also in a module compiled for acting: one simulation of
+    # the fixed point, no recompilation for each setting.
+    stance = torch.compiler.set_stance("force_eager") if replaced else nullcontext()
     try:
-        for k in range(episodes):
-            obs, _ = env.reset(seed=seed + k)
-            total, n, done = 0.0, 0, False
-            while not done:
-                seen.append(obs)
-                obs, reward, terminated, truncated, _ = env.step(act(module, obs, act_space))
-                total += float(reward)
-                n += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(n)
+        with stance:
+            for k in range(episodes):
+                obs, _ = env.reset(seed=seed + k)
+                total, n, done = 0.0, 0, False
+                while not done:
+                    seen.append(obs)
+                    obs, reward, terminated, truncated, _ = env.step(act(module, obs, act_space))
+                    total += float(reward)
+                    n += 1
+                    done = terminated or truncated
+                returns.append(total)
+                lengths.append(n)
     finally:
         env.close()
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "episodes": episodes, "episode_length_mean": float(np.mean(lengths)),
             "env": env_id, "algo": info.get("algo", DEFAULT_ALGORITHM), "policy": info["policy"],
-            "checkpoint": str(checkpoint),
+            "checkpoint": str(checkpoint), "setting": setting,
             "spikes": spike_statistics(module, np.asarray(seen, dtype=np.float32))}
 
 

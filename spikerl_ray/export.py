@@ -3,7 +3,10 @@
 The actor is loaded as ``spikerl evaluate`` loads it (:func:`spikerl_ray.checkpoints.load_module`:
 no Ray cluster, no code unpickled). Beside ``FILE.nir`` goes ``FILE.nir.json``, the graph's
 input and output contract (:func:`policies.nir_export.contract`) with the checkpoint's
-environment. Both files are written whole or not at all.
+environment. Both files are written whole or not at all. A deployment setting
+(:class:`policies.quantize.QuantSpec`, docs/deployment.md) exports the actor as
+:func:`policies.quantize.quantize_actor` simulates it: integer weights and thresholds in the
+graph, the scales and decay constants in its metadata.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikerl_ray.errors import UserError
+
+if TYPE_CHECKING:
+    from policies.quantize import QuantSpec
 
 FORMATS = ("nir",)
 
@@ -43,9 +49,9 @@ def _write_atomically(path: Path, write: Any) -> None:
 
 
 def export_checkpoint(checkpoint: str, out: str | Path, fmt: str = "nir",
-                      force: bool = False) -> dict[str, Any]:
-    """Writes the checkpoint's actor to ``out`` in ``fmt`` and its contract beside it;
-    returns the contract."""
+                      force: bool = False, spec: QuantSpec | None = None) -> dict[str, Any]:
+    """Writes the checkpoint's actor, at deployment setting ``spec`` if given, to ``out`` in
+    ``fmt`` and its contract beside it; returns the contract."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
@@ -57,12 +63,16 @@ def export_checkpoint(checkpoint: str, out: str | Path, fmt: str = "nir",
                         "pip install -e '.[nir]'") from None
     out = Path(out)
     _check_out(out, force)
+    from policies.quantize import quantize_actor
     from spikerl_ray.checkpoints import load_module
     from spikerl_ray.envs import continuous_spaces
 
     module, info = load_module(checkpoint)
-    try:
-        graph = export_nir(module.actor, module.obs_normalizer)
+    trained = getattr(module.actor, "timesteps", None)
+    try:  # the checkpoint's own actor unless another setting is asked for
+        actor = (module.actor if spec is None or spec.is_trained(trained)
+                 else quantize_actor(module.actor, spec))
+        graph = export_nir(actor, module.obs_normalizer)
     except ValueError as exc:
         raise UserError(f"checkpoint {checkpoint} ({info['policy']}): {exc}") from None
     _, act_space = continuous_spaces(info["env"])

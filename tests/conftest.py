@@ -44,3 +44,11 @@ def kill_when(driver: subprocess.Popen, ready: Callable[[], bool], timeout_s: fl
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+
+
+@pytest.fixture(scope="session")
+def halfcheetah_observations():
+    """Raw HalfCheetah observations along random-action episodes (tests/nir_cases.py)."""
+    from nir_cases import halfcheetah_observations
+
+    return halfcheetah_observations()

@@ -10,30 +10,20 @@ command-line tests, which build an RLModule (no Ray cluster)."""
 from __future__ import annotations
 
 import json
-import pickle
 import sys
-from pathlib import Path
 
-import gymnasium as gym
 import nir
 import numpy as np
 import pytest
 import torch
+from nir_cases import ACTOR_KWARGS, busy_actor, fake_checkpoint
 from nir_runners import import_norse, import_snntorch, run_norse, run_snntorch
 
-from policies import RunningNormalizer, build_actor
+from policies import build_actor
 from policies.nir_export import NIR_DT, HostSide, contract, export_nir
 from policies.spiking import reference_lif_step
 from spikerl_ray.cli import main
 
-ENV = "HalfCheetah-v5"
-OBSERVATIONS = 500
-# The checkpoint's actor: the fused backend training uses; DSRL with its HalfCheetah threshold.
-ACTOR_KWARGS = {"spikerl": {}, "popsan": {"deterministic_encoder": False},
-                "dsrl": {"threshold": 0.8}}
-# Weights scaled so that a fresh actor fires busily (10-40% per step in every layer; a fresh
-# initialization is quieter), which puts many membranes near the threshold.
-BUSY = {"spikerl": 3.0, "popsan": 3.0, "dsrl": 4.0}
 # Norse integrates I += dt/tau_syn (w_in S - I) and v += dt/tau_mem (r I - v): the same update
 # as ours rounded differently (membranes a few float32 ulp apart), so a membrane within float32
 # error of the threshold may spike on one side only. Tolerance: membranes within NEAR of ours
@@ -41,33 +31,6 @@ BUSY = {"spikerl": 3.0, "popsan": 3.0, "dsrl": 4.0}
 # layer (whose input is identical) flips only where our membrane is within NEAR of threshold.
 NORSE_MAX_FLIPPED = 1e-3
 NEAR = 1e-5
-
-
-@pytest.fixture(scope="module")
-def observations() -> torch.Tensor:
-    """Raw HalfCheetah observations along random-action episodes."""
-    env = gym.make(ENV)
-    env.action_space.seed(0)
-    obs, _ = env.reset(seed=0)
-    seen = []
-    for _ in range(OBSERVATIONS):
-        seen.append(obs)
-        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return torch.as_tensor(np.asarray(seen), dtype=torch.float32)
-
-
-def _actor(name: str, obs: torch.Tensor) -> tuple[torch.nn.Module, RunningNormalizer]:
-    torch.manual_seed(0)
-    actor = build_actor(name, obs.shape[1], 6, backend="fused", **ACTOR_KWARGS[name])
-    with torch.no_grad():
-        for layer in actor.layers:
-            layer.fc.weight.mul_(BUSY[name])
-    normalizer = RunningNormalizer(obs.shape[1])
-    normalizer.update(obs)
-    return actor.eval(), normalizer
 
 
 def _our_run(actor, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -89,22 +52,22 @@ def _our_run(actor, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str,
 
 
 @pytest.fixture(scope="module", params=list(ACTOR_KWARGS))
-def exported(request, observations, tmp_path_factory):
+def exported(request, halfcheetah_observations, tmp_path_factory):
     """An actor, its normalizer, its graph written and read back, our run on the graph's
     input and the host side rebuilt from the file."""
-    actor, normalizer = _actor(request.param, observations)
+    actor, normalizer = busy_actor(request.param, halfcheetah_observations)
     graph = export_nir(actor, normalizer)
     path = tmp_path_factory.mktemp("nir") / f"{request.param}.nir"
     nir.write(path, graph)
     read = nir.read(path)
     host = HostSide(read.metadata)
     torch.manual_seed(1)  # PopSAN's Poisson encoder draws its spikes
-    inputs = host.encode(observations)
+    inputs = host.encode(halfcheetah_observations)
     ours, volts = _our_run(actor, inputs)
     with torch.no_grad():
         actions = torch.tanh(actor.readout(list(ours.values())[-1]))
         if request.param != "popsan":  # deterministic: the actor end to end, encoder included
-            assert torch.equal(actions, actor(normalizer(observations)))
+            assert torch.equal(actions, actor(normalizer(halfcheetah_observations)))
     return {"name": request.param, "actor": actor, "graph": graph, "read": read, "host": host,
             "inputs": inputs, "ours": ours, "volts": volts, "actions": actions}
 
@@ -259,28 +222,8 @@ def test_ann_actor_has_no_nir_export():
         export_nir(build_actor("ann", 3, 1))
 
 
-# The command line, on checkpoints written the way a training run writes them (the module's
-# state pickled as numpy arrays, spikerl_run.json beside it) but without training.
-def _checkpoint(path: Path, policy: str, env: str = "Pendulum-v1") -> Path:
-    from spikerl_ray.envs import continuous_spaces
-    from spikerl_ray.checkpoints import MODULE_PATH, STATE_FILE
-    from spikerl_ray.checkpoints import CHECKPOINT_INFO
-    from spikerl_ray.td3.rl_module import TD3TorchRLModule
-
-    obs_space, act_space = continuous_spaces(env)
-    config = {"policy": policy, "spiking_backend": "fused"}
-    module = TD3TorchRLModule(observation_space=obs_space, action_space=act_space,
-                              model_config=config)
-    (path / MODULE_PATH).mkdir(parents=True)
-    state = {k: v.numpy() for k, v in module.state_dict().items()}
-    (path / MODULE_PATH / STATE_FILE).write_bytes(pickle.dumps(state))
-    (path / CHECKPOINT_INFO).write_text(json.dumps({"env": env, "policy": policy,
-                                                    "model_config": config}))
-    return path
-
-
 def test_export_command_writes_graph_and_contract(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path / "ckpt", "spikerl")
+    ckpt = fake_checkpoint(tmp_path / "ckpt", "spikerl")
     out = tmp_path / "actor.nir"
     assert main(["export", str(ckpt), "--format", "nir", "--out", str(out)]) == 0
     assert "actor.nir.json" in capsys.readouterr().out
@@ -301,7 +244,7 @@ def test_export_command_writes_graph_and_contract(tmp_path, capsys):
 
 
 def test_export_of_an_ann_checkpoint_is_one_line(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path / "ckpt", "ann")
+    ckpt = fake_checkpoint(tmp_path / "ckpt", "ann")
     assert main(["export", str(ckpt), "--out", str(tmp_path / "a.nir")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("spikerl export: error: "), err
