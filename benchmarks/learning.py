@@ -31,6 +31,7 @@ import numpy as np
 
 from policies.diagnostics import output_saturation, statistic_names
 from policies.spiking import BACKEND_CHOICES
+from spikerl_ray.core.distributed import DATA_PARALLEL_REGIMES
 from spikerl_ray.core.platform import PRECISION_CHOICES
 from spikerl_ray.methods import METHODS
 from spikerl_ray.report.tables import bootstrap_ci, iqm
@@ -52,7 +53,7 @@ COLLAPSED_ACTION_STD = 0.01
 def run_one(method: str, env: str, steps: int, seed: int, out: Path, warmup: int,
             eval_every: int, eval_episodes: int, **options: Any) -> dict:
     """One run; ``options``: more RunSettings (spiking_backend, compile, precision,
-    pre_tanh_penalty)."""
+    pre_tanh_penalty, learners, ...)."""
     settings = RunSettings(policy=METHODS[method].policy, method=method, env=env, seed=seed,
                            warmup_steps=warmup, eval_every=eval_every,
                            eval_episodes=eval_episodes, **options)
@@ -95,6 +96,11 @@ def main() -> None:
                    help="default: each method's own (spikerl bf16, others auto)")
     p.add_argument("--pre-tanh-penalty", type=float, default=None,
                    help="override the methods' pre-tanh penalty (0: plain TD3 actor loss)")
+    p.add_argument("--learners", type=int, default=0,
+                   help="data-parallel learners of the spikerl method (0: one local learner)")
+    p.add_argument("--cpus-per-learner", type=float, default=1.0)
+    p.add_argument("--data-parallel", choices=DATA_PARALLEL_REGIMES, default=None,
+                   help="with --learners >= 2: same_steps (the spikerl recipe's) or same_samples")
     p.add_argument("--actor-kwargs", type=json.loads, default={},
                    help='actor constructor overrides as JSON, e.g. \'{"surrogate": "atan"}\'')
     p.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
@@ -107,7 +113,8 @@ def main() -> None:
     options = {"algo": args.algo, "spiking_backend": args.spiking_backend,
                "compile": args.compile,
                "precision": args.precision, "pre_tanh_penalty": args.pre_tanh_penalty,
-               "actor_kwargs": args.actor_kwargs}
+               "actor_kwargs": args.actor_kwargs, "learners": args.learners,
+               "cpus_per_learner": args.cpus_per_learner, "data_parallel": args.data_parallel}
     report = {"benchmark": "learning", "env": args.env, "steps": args.steps, **options,
               "warmup_steps": args.warmup_steps, "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
