@@ -92,12 +92,7 @@ def save(algo: Any, folder: Path, info: dict[str, Any], extra: list[Path],
     for file in extra:
         if file.exists():
             shutil.copy2(file, tmp / file.name)
-    info = info | {
-        # What spikerl evaluate builds the module from (JSON, not RLlib's pickles).
-        "model_config": algo.config.model_config,
-        "files": {p.relative_to(tmp).as_posix(): _fingerprint(p)
-                  for p in sorted(tmp.rglob("*")) if p.is_file()}}
-    (tmp / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
+    write_info(algo, tmp, info)
     if path.exists():  # the same iteration again, after resuming an older checkpoint
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -105,6 +100,17 @@ def save(algo: Any, folder: Path, info: dict[str, Any], extra: list[Path],
     for old in removed:
         shutil.rmtree(old)
     return path, removed
+
+
+def write_info(algo: Any, path: Path, info: dict[str, Any]) -> None:
+    """Writes the checkpoint ``path`` of ``algo``'s info file: ``info`` (the run's identity)
+    plus what ``spikerl evaluate`` builds the module from (the model config, JSON rather than
+    RLlib's pickles) and the checkpoint's files with their fingerprints."""
+    info = info | {
+        "model_config": algo.config.model_config,
+        "files": {p.relative_to(path).as_posix(): _fingerprint(p)
+                  for p in sorted(path.rglob("*")) if p.is_file()}}
+    (path / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2))
 
 
 def restore(algo: Any, folder: Path, name: str) -> tuple[Path, dict[str, Any]]:

@@ -148,6 +148,11 @@ def test_smoke_experiment_runs_every_trial(smoke_run):
         config = json.loads((trial / "params.json").read_text())
         assert config["algorithm"]["precision"] == ("bf16" if config["method"] == "spikerl"
                                                     else "fp32")
+    # A trial's checkpoint is one `spikerl evaluate` reads, with the trial's identity.
+    last = max(trials[0].glob("checkpoint_*"))
+    info = json.loads((last / "spikerl_run.json").read_text())
+    assert (info["method"], info["env"], info["env_steps"]) == ("ann", "Pendulum-v1", 3000)
+    assert main(["evaluate", str(last), "--episodes", "1", "--json"]) == 0
 
 
 @pytest.mark.slow

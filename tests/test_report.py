@@ -49,6 +49,25 @@ def test_an_iteration_without_an_evaluation_has_no_evaluation_value(tmp_path):
     assert table["train_return"].notna().all()
 
 
+def test_a_restored_trial_has_each_iteration_once(tmp_path):
+    """A trial restored from its checkpoint at iteration 4 after it had written 6 (a retry, or
+    `spikerl tune --resume`) appends iterations 5, 6, 7 again: the table keeps the later ones,
+    one row per iteration, env steps and wall time going on from the checkpoint."""
+    trial = tmp_path / "exp" / "ann_Pendulum-v1_s0_x"
+    _trial(trial, "ann", 0, interval=2, iterations=6)
+    lines = (trial / "result.json").read_text().splitlines()
+    again = [json.loads(line) for line in lines[4:]] + [dict(json.loads(lines[-1]))]
+    for k, r in enumerate(again):
+        r.update({"training_iteration": 5 + k, "num_env_steps_sampled_lifetime": 1000 * (5 + k),
+                  "time_total_s": 40.0 + 5.0 * (k + 1)})
+    (trial / "result.json").write_text("\n".join(lines + [json.dumps(r) for r in again]) + "\n")
+    table = tidy_table(tmp_path / "exp")
+    assert list(table["iteration"]) == list(range(1, 8))
+    assert list(table["env_steps"]) == [1000 * i for i in range(1, 8)]
+    assert list(table["wall_time_s"])[3:] == [40.0, 45.0, 50.0, 55.0]
+    assert list(table["env_steps_per_s"])[4:] == [200.0, 200.0, 200.0]
+
+
 def test_report_of_a_tune_out_folder_reports_each_experiment(tmp_path, capsys):
     for name in ("first", "second"):
         for seed in (0, 1):

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.tune.registry import register_trainable
 
-from spikerl_ray import tracking
+from spikerl_ray import checkpoints, tracking
 from spikerl_ray.algorithms import build_config, check_actor, get_algorithm, unused_settings
 from spikerl_ray.errors import ExperimentError
 from spikerl_ray.experiments.schema import (
@@ -53,12 +54,22 @@ class TrialTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
         cls, algorithm_config = _split(config)
         self.algorithm = cls(config=algorithm_config)
+        self.identity = {"env": config["env"], "algo": config["algorithm"]["algo"],
+                         "policy": self.algorithm.config.policy, "method": config["method"],
+                         "seed": config["seed"]}
+        self.env_steps = 0
 
     def step(self) -> dict[str, Any]:
-        return self.algorithm.train()
+        result = self.algorithm.train()
+        self.env_steps = int(result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0))
+        return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """The algorithm's checkpoint with the info file of ``spikerl train``'s, so that
+        ``spikerl evaluate`` and ``export`` read a trial's checkpoints too."""
         self.algorithm.save_checkpoint(checkpoint_dir)
+        checkpoints.write_info(self.algorithm, Path(checkpoint_dir), self.identity | {
+            "iteration": self.algorithm.iteration, "env_steps": self.env_steps})
 
     def load_checkpoint(self, checkpoint: str) -> None:
         self.algorithm.load_checkpoint(checkpoint)

@@ -61,16 +61,23 @@ def _tune_trial_rows(trial_dir: Path, experiment: str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             r = json.loads(line)
+            iteration = r.get("training_iteration", 0)
+            if rows and iteration <= rows[-1]["iteration"]:
+                # Restored from a checkpoint (a retry or a resumed experiment): its rows go
+                # on from the checkpoint's iteration, replacing those written after it.
+                rows = [row for row in rows if row["iteration"] < iteration]
+                last_steps, last_time = ((rows[-1]["env_steps"], rows[-1]["wall_time_s"])
+                                         if rows else (0.0, 0.0))
             steps = float(r.get("num_env_steps_sampled_lifetime", 0))
             wall = float(r.get("time_total_s", 0.0))
             row = {
                 "experiment": experiment, "trial": trial_dir.name,
                 "method": config.get("method") or config.get("policy"),
                 "env": config.get("env"), "seed": config.get("seed"),
-                "iteration": r.get("training_iteration"), "env_steps": int(steps),
+                "iteration": iteration, "env_steps": int(steps),
                 "train_return": _get(r, "env_runners/episode_return_mean"),
                 "eval_return": (_get(r, "evaluation/env_runners/episode_return_mean")
-                                if interval and r.get("training_iteration", 0) % interval == 0
+                                if interval and iteration % interval == 0
                                 else None),
                 "env_steps_per_s": ((steps - last_steps) / (wall - last_time)
                                     if wall > last_time else math.nan),
