@@ -241,7 +241,9 @@ def _tune(args: argparse.Namespace) -> None:
         check_trials,
         run_experiment,
         storage_root,
+        trial_count,
         trial_requests,
+        unfinished_trials,
     )
     from spikerl_ray.resources import check, cluster_nodes, describe
     from spikerl_ray.storage import filesystem, is_uri
@@ -260,10 +262,10 @@ def _tune(args: argparse.Namespace) -> None:
         check(reqs, cluster_nodes(), "the Ray cluster")
     results = run_experiment(exp, args.out, resume=args.resume)
     where = f"{storage_root(exp, args.out).rstrip('/')}/{exp.name}"
-    unfinished = len(results) - results.num_terminated - results.num_errors
+    unfinished = unfinished_trials(exp, results)
     if unfinished:  # Tune returns on Ctrl-C, its state saved
         out = f" --out {args.out}" if args.out else ""
-        print(f"spikerl tune: {unfinished} of {len(results)} trials unfinished; continue "
+        print(f"spikerl tune: {unfinished} of {trial_count(exp)} trials unfinished; continue "
               f"with: spikerl tune {args.config}{out} --resume", file=sys.stderr)
         raise KeyboardInterrupt
     print(f"done: {len(results)} trials ({results.num_errors} failed) in {where}; "

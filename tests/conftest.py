@@ -32,17 +32,23 @@ def spikerl_cmd() -> list[str]:
     return [sys.executable, "-m", "spikerl_ray.cli"]
 
 
-def kill_when(driver: subprocess.Popen, ready: Callable[[], bool], timeout_s: float) -> None:
+def kill_when(driver: subprocess.Popen, ready: Callable[[], bool], timeout_s: float,
+              interrupt: bool = False) -> None:
     """Waits until ``ready()`` while ``driver`` runs, then SIGKILLs its process group (the
-    driver and the Ray it started; start it with ``start_new_session=True``). Fails if the
-    driver ended first."""
+    driver and the Ray it started; start it with ``start_new_session=True``), or with
+    ``interrupt`` sends the driver SIGINT (Ctrl-C) and waits for it to end, killing the group
+    only if it has not within 120 s. Fails if the driver ended first."""
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and driver.poll() is None and not ready():
             time.sleep(0.5)
         assert driver.poll() is None, "the run ended before it could be killed"
+        if interrupt:
+            driver.send_signal(signal.SIGINT)
+            driver.wait(timeout=120)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
 
 

@@ -244,15 +244,26 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
 
 
 @pytest.mark.slow
-def test_killed_experiment_resumes_without_rerunning_finished_trials(tmp_path, ray_session):
+@pytest.mark.parametrize("interrupt", [False, True], ids=["killed", "ctrl_c"])
+def test_killed_experiment_resumes_without_rerunning_finished_trials(interrupt, tmp_path,
+                                                                    ray_session):
+    """The driver SIGKILLed with its Ray (the head lost), or interrupted with Ctrl-C (which
+    says what is unfinished and how to continue), once a trial has finished: --resume runs
+    only the others."""
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    driver = subprocess.Popen([sys.executable, "-m", "spikerl_ray.cli", "tune", str(SMOKE),
-                               "--out", str(tmp_path)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    exp_dir = tmp_path / "smoke"
-    kill_when(driver, lambda: any(_finished(t, 3000) for t in exp_dir.glob("*_s*")
-                                  if t.is_dir()), 900)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-m", "spikerl_ray.cli", "tune", str(SMOKE),
+                                   "--out", str(tmp_path)], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=stderr,
+                                  start_new_session=True)
+        exp_dir = tmp_path / "smoke"
+        kill_when(driver, lambda: any(_finished(t, 3000) for t in exp_dir.glob("*_s*")
+                                      if t.is_dir()), 900, interrupt=interrupt)
+    if interrupt:
+        err = log.read_text()
+        assert driver.returncode == 130, err[-2000:]
+        assert "of 4 trials unfinished; continue with: spikerl tune" in err, err[-2000:]
     finished = {t.name: (t / "result.json").read_text() for t in exp_dir.glob("*_s*")
                 if _finished(t, 3000)}
     assert 1 <= len(finished) < 4

@@ -20,6 +20,7 @@ each trial to Weights & Biases, offline by default (:mod:`spikerl_ray.tracking`)
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,23 @@ def param_space(exp: Experiment) -> dict[str, Any]:
             "seed": tune.grid_search(exp.seeds),
             "search": {k: _domain(v) for k, v in exp.search.items()},
             "algorithm": tune.sample_from(algorithm)}
+
+
+def trial_count(exp: Experiment) -> int:
+    """The number of trials of the experiment: entries x envs x seeds x samples x grids."""
+    grids = math.prod(len(space.grid) for space in exp.search.values()
+                      if getattr(space, "grid", None))
+    return len(exp.methods) * len(exp.envs) * len(exp.seeds) * exp.num_samples * grids
+
+
+def unfinished_trials(exp: Experiment, results: Any) -> int:
+    """Trials of ``exp`` that Tune's ``results`` leave unfinished: never started, or (without
+    a scheduler, which stops trials early on purpose) stopped before their last step without
+    an error, as on Ctrl-C."""
+    missing = trial_count(exp) - len(results)
+    if exp.scheduler is not None:
+        return missing
+    return missing + sum(1 for r in results if r.error is None and not r.metrics.get("done"))
 
 
 def check_trials(exp: Experiment) -> None:
