@@ -6,7 +6,8 @@
 Work: HalfCheetah-v5, actor and critics 256-256, batch 100, one gradient update per env step
 on average, measured over ``--steps`` env steps after 1,000 uniform warm-up steps. Done by
 spikerl-ray (spiking ``spikerl`` actor at the defaults, compiled networks and bf16 where
-native, and eager in fp32, the defaults before; and ``ann``), Stable-Baselines3 TD3 (``pip
+native, and eager in fp32, the defaults before; and ``ann``; the spiking actor under SAC at
+the same schedule, and under PPO at its own recipe), Stable-Baselines3 TD3 (``pip
 install .[bench]``), RLlib's SAC (new API stack) and a reference loop in the style of the
 PopSAN / SpikeRL code (one process, numpy replay, acting every step, 50 updates every 50
 steps, spiking layers as plain per-timestep PyTorch). With ``--repeats N`` the peers run N
@@ -66,6 +67,11 @@ SPIKERL_RAY_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl": {"policy": "spikerl"},
     "spikerl_ray_spikerl_eager_fp32": EAGER_FP32,
     "spikerl_ray_ann": {"policy": "ann"},
+    # The spiking actor under SAC (batch 100 and one update per env step, as TD3's) and PPO
+    # (its own on-policy recipe: 2,048 steps per update, 10 epochs of minibatches of 64), at
+    # their defaults otherwise (compiled, fp32), docs/algorithms.md.
+    "spikerl_ray_spikerl_sac": {"policy": "spikerl", "algo": "sac", "batch_size": 100},
+    "spikerl_ray_spikerl_ppo": {"policy": "spikerl", "algo": "ppo"},
 }
 # Not in the default set: each precision named, overlapped sampling with one remote env
 # runner (pays off only where the runner has cores of its own; see docs/performance.md), two
@@ -79,30 +85,39 @@ OPTIONAL_RUNS: dict[str, dict] = {
     "spikerl_ray_spikerl_2_runners": {"policy": "spikerl", "env_runners": 2},
     "spikerl_ray_spikerl_driver_2_cpus": {"policy": "spikerl", "driver_cpus": 2},
     "spikerl_ray_ann_driver_2_cpus": {"policy": "ann", "driver_cpus": 2},
+    # SAC and PPO as they ran before performance round 3 would run them: eager, fp32.
+    "spikerl_ray_spikerl_sac_eager_fp32": {"policy": "spikerl", "algo": "sac",
+                                           "batch_size": 100, "compile": False},
+    "spikerl_ray_spikerl_ppo_eager_fp32": {"policy": "spikerl", "algo": "ppo",
+                                           "compile": False},
 }
 PEERS = ("sb3_td3", "rllib_sac", "reference_loop")
+TD3_BASELINE = "spikerl_ray_spikerl"  # what the SAC and PPO runs are also compared with
 
 
 def spikerl_ray_rate(steps: int, **settings) -> dict:
-    """``settings``: :class:`~spikerl_ray.settings.RunSettings` fields (policy, compile,
+    """``settings``: :class:`~spikerl_ray.settings.RunSettings` fields (algo, policy, compile,
     driver_cpus: the CPUs RLlib reserves for the driver, its torch threads; default as
-    ``spikerl train``'s, ...)."""
+    ``spikerl train``'s, ...). Off-policy algorithms (TD3, SAC) act at random for the
+    benchmark's warm-up and keep 100,000 transitions; PPO runs its own recipe."""
     from spikerl_ray.algorithms import build_config
     from spikerl_ray.settings import RunSettings
+    from spikerl_ray.training import gradient_updates
 
     # Each configuration compiles afresh, as in its own process (compiled code of an earlier
     # configuration would count against torch.compile's recompilation limit).
     torch._dynamo.reset()
-    config = (build_config(RunSettings(env=ENV, warmup_steps=WARMUP, **settings))
-              .training(num_steps_sampled_before_learning_starts=WARMUP,
+    on_policy = settings.get("algo") == "ppo"
+    config = build_config(RunSettings(env=ENV, **settings,
+                                      **({} if on_policy else {"warmup_steps": WARMUP})))
+    if not on_policy:
+        config.training(num_steps_sampled_before_learning_starts=WARMUP,
                         replay_capacity=100_000)
-              .evaluation(evaluation_interval=None))
-    algo = config.build_algo()
+    algo = config.evaluation(evaluation_interval=None).build_algo()
     try:
         def counters(result: dict) -> tuple[int, int]:
             learner = result.get("learners", {}).get("default_policy", {})
-            return (int(result["num_env_steps_sampled_lifetime"]),
-                    int(learner.get("num_gradient_updates_lifetime", 0)))
+            return int(result["num_env_steps_sampled_lifetime"]), gradient_updates(learner)
 
         measured, updates, wall, first = _measure(algo, counters, steps)
     finally:
@@ -216,7 +231,8 @@ def reference_loop_rate(steps: int) -> dict:
 def end_to_end(names: list[str], steps: int, repeats: int) -> dict:
     """Each named run ``repeats`` times, interleaved round by round, each from PyTorch's
     default thread count: every round's figures, the median env steps/s, and each spikerl-ray
-    run over each peer per round with the median of those ratios."""
+    run over each peer (and each SAC or PPO run over spiking TD3, :data:`TD3_BASELINE`) per
+    round with the median of those ratios."""
     peers = {"sb3_td3": sb3_td3_rate, "rllib_sac": rllib_sac_rate,
              "reference_loop": reference_loop_rate}
     configs = SPIKERL_RAY_RUNS | OPTIONAL_RUNS
@@ -235,7 +251,10 @@ def end_to_end(names: list[str], steps: int, repeats: int) -> dict:
                  for name in names}
     ratios = {}
     for ours in (n for n in names if n in configs):
-        for peer in (n for n in names if n in peers):
+        # SAC and PPO runs are also compared with spiking TD3 at the defaults (issue:
+        # performance round 3, target >= 0.8x).
+        baseline = [TD3_BASELINE] if configs[ours].get("algo") and TD3_BASELINE in names else []
+        for peer in [*(n for n in names if n in peers), *baseline]:
             per_round = [r[ours]["env_steps_per_s"] / r[peer]["env_steps_per_s"]
                          for r in rounds]
             ratios[f"{ours}_over_{peer}"] = {"rounds": per_round,

@@ -75,16 +75,23 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {a.name: a for a in (
                "data_parallel": "data_parallel"},
         recipes=True),
     AlgorithmEntry(
-        "sac", "RLlib's SAC learner with our actor (docs/algorithms.md)",
+        "sac", "SAC (RLlib's loss) on TD3's fast paths: replay on the learners, compiled "
+        "(docs/algorithms.md)",
         config="spikerl_ray.sac.sac:SpikingSACConfig",
         module="spikerl_ray.sac.rl_module:SpikingSACTorchRLModule",
         reads={"warmup_steps": "num_steps_random_warmup", "actor_lr": "actor_lr",
-               "critic_lr": "critic_lr", "updates_per_step": "updates_per_step"},
+               "critic_lr": "critic_lr", "save_replay": "save_replay",
+               "max_nonfinite_updates": "max_nonfinite_updates",
+               "compile": "compile_networks", "precision": "precision",
+               "allreduce_dtype": "allreduce_dtype", "backend": "torch_distributed_backend",
+               "async_sampling": "async_sampling", "updates_per_step": "updates_per_step",
+               "data_parallel": "data_parallel"},
         needs=(Capability.PRE_SQUASH,)),
     AlgorithmEntry(
-        "ppo", "RLlib's PPO with our actor (docs/algorithms.md)",
+        "ppo", "RLlib's PPO with our actor, compiled (docs/algorithms.md)",
         config="spikerl_ray.ppo.ppo:SpikingPPOConfig",
-        module="spikerl_ray.ppo.rl_module:SpikingPPOTorchRLModule"),
+        module="spikerl_ray.ppo.rl_module:SpikingPPOTorchRLModule",
+        reads={"compile": "compile_networks", "precision": "precision"}),
 )}
 
 
@@ -123,7 +130,11 @@ def build_config(settings: RunSettings) -> Any:
         entry.config_class()()
         .environment(s.env)
         .env_runners(num_env_runners=s.env_runners, num_envs_per_env_runner=s.envs_per_runner,
-                     custom_resources_per_env_runner=dict(s.env_runner_resources))
+                     custom_resources_per_env_runner=dict(s.env_runner_resources),
+                     # Without periodic evaluation RLlib builds no evaluation runner, and the
+                     # end-of-run evaluation (training.py) runs on the local env runner, which
+                     # then needs an env even when remote runners sample.
+                     create_env_on_local_worker=not s.eval_every)
         .learners(num_learners=s.learners, num_cpus_per_learner=s.cpus_per_learner,
                   num_gpus_per_learner=s.gpus_per_learner,
                   custom_resources_per_learner=dict(s.learner_resources))

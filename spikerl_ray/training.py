@@ -45,14 +45,21 @@ def check_resources(reqs: list[tuple[str, dict[str, float]]], address: str | Non
         check(reqs, [local_node()], "this machine")
 
 
+def gradient_updates(learner: dict[str, Any]) -> int:
+    """The gradient updates so far from a learner's results: counted by our learners (TD3,
+    SAC); RLlib's PPO learner counts samples, one update per minibatch."""
+    updates = learner.get("num_gradient_updates_lifetime")
+    if updates is None:
+        batch = learner.get("module_train_batch_size_mean") or 1
+        updates = round(learner.get("num_module_steps_trained_lifetime", 0) / batch)
+    return int(updates)
+
+
 def _row(result: dict[str, Any], evaluated: bool, wall: float, steps_before: float,
          updates_before: float) -> dict[str, Any]:
     learner = result.get("learners", {}).get("default_policy", {})
     steps = result.get("num_env_steps_sampled_lifetime", 0)
-    updates = learner.get("num_gradient_updates_lifetime")
-    if updates is None:  # RLlib's learners (SAC, PPO) count samples: one update per batch
-        batch = learner.get("module_train_batch_size_mean") or 1
-        updates = round(learner.get("num_module_steps_trained_lifetime", 0) / batch)
+    updates = gradient_updates(learner)
     eval_ret = (result.get("evaluation", {}).get("env_runners", {}).get("episode_return_mean")
                 if evaluated else None)
     energy = result.get("energy") or {}

@@ -169,7 +169,7 @@ def test_evaluate_never_unpickles_code_from_the_module_state(run_dir, tmp_path, 
       "--async-sampling"], "it needs num_env_runners >= 1 (--env-runners)"),
     # TD3's settings under RLlib's SAC and PPO.
     (["train", "--algo", "sac", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
-      "--precision", "bf16"], "SAC does not use these settings: precision"),
+      "--pre-tanh-penalty", "0.5"], "SAC does not use these settings: pre_tanh_penalty"),
     (["train", "--algo", "ppo", "--env", "Pendulum-v1", "--steps", "10", "--out", "{tmp}/r",
       "--warmup-steps", "100"], "PPO does not use these settings: warmup_steps"),
     # Outputs at a URI (spikerl_ray.storage).

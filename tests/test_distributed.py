@@ -98,8 +98,8 @@ def test_bypassing_ddp_hooks_makes_learners_diverge(ray_session):
     try:
         def bypass_ddp(learner) -> None:  # nested: Ray pickles it by value
             """SpikeRL's public code: calls go through ``ddp.module``, skipping DDP's hooks."""
-            learner._td3.actor = learner._td3.actor.module
-            learner._td3.critic = learner._td3.critic.module
+            learner.update_rule.actor = learner.update_rule.actor.module
+            learner.update_rule.critic = learner.update_rule.critic.module
 
         [r.get() for r in algo.learner_group.foreach_learner(bypass_ddp)]
         for _ in range(2):

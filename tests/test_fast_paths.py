@@ -9,7 +9,7 @@ import torch
 
 from spikerl_ray.algorithms import build_config
 from spikerl_ray.settings import RunSettings
-from spikerl_ray.td3.td3 import SAMPLE_TAG
+from spikerl_ray.common.replay_algorithm import SAMPLE_TAG
 from tests.fast_start import FAST_START
 
 
@@ -87,7 +87,7 @@ def test_defaults_train_compiled(ray_session):
 
         def learner_setup(learner):
             module = learner.module["default_policy"].unwrapped()
-            return (learner._td3.precision, module.actor.layers[0].backend,
+            return (learner.update_rule.precision, module.actor.layers[0].backend,
                     module.actor._compiled_call_impl is not None, torch.get_num_threads())
 
         precision, backend, compiled, threads = next(iter(
@@ -104,7 +104,7 @@ def test_defaults_train_compiled(ray_session):
 
 
 def test_defaults_fall_back_to_eager_where_compile_cannot_run(monkeypatch, caplog):
-    from spikerl_ray.td3 import td3
+    from spikerl_ray.common import replay_algorithm as td3
 
     monkeypatch.setattr(td3, "compile_unavailable",
                         lambda device: "no C++ compiler for inductor's CPU code (test)")

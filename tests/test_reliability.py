@@ -225,7 +225,7 @@ def test_resuming_a_checkpoint_is_reproducible_and_restores_the_learner(tmp_path
         algo.train()
         algo.save_to_path(str(tmp_path / "ckpt"))
         learner = algo.learner_group._learner
-        saved = learner.td3_state()
+        saved = learner.replay_state()
         count = learner.module["default_policy"].obs_normalizer.count.item()
     finally:
         algo.stop()
@@ -235,7 +235,7 @@ def test_resuming_a_checkpoint_is_reproducible_and_restores_the_learner(tmp_path
         try:
             algo.restore_from_path(str(tmp_path / "ckpt"))
             learner = algo.learner_group._learner
-            state = learner.td3_state()
+            state = learner.replay_state()
             assert state["num_updates"] == saved["num_updates"] > 0
             assert torch.equal(state["replay_generator"], saved["replay_generator"])
             assert state["replay"]["size"] == saved["replay"]["size"] == 2000

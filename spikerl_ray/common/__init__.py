@@ -1,2 +1,3 @@
-"""What our RLlib algorithms share (TD3, and RLlib's SAC and PPO with our modules): the actor
-settings of their configs and the observation-statistics hooks."""
+"""What our RLlib algorithms share: the actor settings of their configs (TD3, SAC, PPO), the
+env runner and fragments of the off-policy ones, their replay learner and training step (TD3,
+SAC), and the observation-statistics hook of PPO."""

@@ -24,7 +24,7 @@ class ActorSettings:
         self.method: str | None = None  # a label for experiments and reports
         self.policy = "spikerl"
         self.actor_kwargs: dict[str, Any] = {}
-        # Networks run eagerly under RLlib's learners: "auto" is the fused BPTT backend.
+        # "auto": the torch backend where the networks are compiled, else the fused BPTT one.
         self.spiking_backend = "auto"
         self.critic_hiddens: tuple[int, ...] = (256, 256)
 
@@ -57,10 +57,12 @@ class ActorSettings:
 
 def gaussian_policy(module: Any, *, log_std: str, squash_mean: bool) -> GaussianActor:
     """The :class:`~policies.gaussian.GaussianActor` a module's ``model_config`` names
-    (``policy``, ``actor_kwargs``, ``spiking_backend``)."""
+    (``policy``, ``actor_kwargs``, ``spiking_backend``; "auto" resolved for
+    ``compile_networks``)."""
     cfg = module.model_config
     return build_gaussian_actor(
         cfg.get("policy", "spikerl"), int(module.observation_space.shape[0]),
         int(module.action_space.shape[0]), log_std=log_std, squash_mean=squash_mean,
-        backend=resolve_backend(cfg.get("spiking_backend", "auto"), False),
+        backend=resolve_backend(cfg.get("spiking_backend", "auto"),
+                                cfg.get("compile_networks", False)),
         **dict(cfg.get("actor_kwargs") or {}))

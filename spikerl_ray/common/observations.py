@@ -1,17 +1,14 @@
-"""Observation statistics for RLlib's own SAC and PPO learners.
+"""Observation statistics for RLlib's own PPO learner.
 
-Neither learner updates a module-held observation normalizer (Ray 2.60; docs/algorithms.md), so the modules
-of :mod:`spikerl_ray.sac` and :mod:`spikerl_ray.ppo` keep ours (:class:`policies.
-RunningNormalizer`, in the module's weights: synchronized to the env runners with them and
-saved in checkpoints) and these hooks fold each new observation in exactly once, before the
-updates that learn from it, as TD3's learner does (PopSAN's scheme, docs/methods.md: raw observations in replay, one
-set of statistics shared by acting and learning):
-
-- SAC (off-policy): :class:`spikerl_ray.sac.SpikingSAC` folds every fragment's observations
-  into every learner's module (:func:`fold_moments`) as the fragment enters its replay.
-- PPO (on-policy): :class:`FoldObservations`, the first piece of the learner connector, folds
-  the fresh episodes' observations in; data-parallel learners each see a share of the
-  episodes and all-reduce the sums so that all fold in the same statistics.
+RLlib's PPO learner does not update a module-held observation normalizer (Ray 2.60;
+docs/algorithms.md), so our PPO module keeps ours (:class:`policies.RunningNormalizer`, in the
+module's weights: synchronized to the env runners with them and saved in checkpoints) and
+:class:`FoldObservations`, the first piece of the learner connector, folds each fresh
+episode's observations in exactly once, before the updates that learn from it, as the replay
+learner of TD3 and SAC does with each fragment (:mod:`spikerl_ray.common.replay_learner`;
+PopSAN's scheme, docs/methods.md: raw observations, one set of statistics shared by acting and
+learning). Data-parallel learners each see a share of the episodes and all-reduce the sums so
+that all fold in the same statistics.
 """
 
 from __future__ import annotations
@@ -37,17 +34,10 @@ def acted_observations(episodes: list[Any]) -> np.ndarray | None:
 
 
 def normalizer_of(module: Any) -> RunningNormalizer:
-    """The normalizer of our SAC or PPO module (unwrapped from DDP if wrapped)."""
+    """The normalizer of our PPO module (unwrapped from DDP if wrapped)."""
     if hasattr(module, "unwrapped"):
         module = module.unwrapped()
     return module.obs_normalizer
-
-
-def fold_moments(learner: Any, sums: np.ndarray) -> None:
-    """Folds ``[n, sum(x), sum(x^2)]`` (:func:`policies.normalizer.moments`) into a learner's
-    module (run on each learner)."""
-    normalizer_of(learner.module[DEFAULT_MODULE_ID]).update_from_moments(
-        torch.as_tensor(sums))
 
 
 class FoldObservations(ConnectorV2):

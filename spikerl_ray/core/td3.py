@@ -74,10 +74,11 @@ def actor_loss(actor: nn.Module, critic: nn.Module,
     return -q1.float().mean() + pre_tanh_penalty * pre.float().square().mean()
 
 
-def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+def adam(params: Iterable[torch.Tensor], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
     """TD3's Adam (PopSAN: Adam for actor and critic), as PyTorch's fused implementation:
-    one kernel per step over all parameters (CPU and CUDA), the same update as the default."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    one kernel per step over all parameters (CPU and CUDA), the same update as the default.
+    SAC passes RLlib's ``eps`` (:data:`spikerl_ray.core.sac.ADAM_EPS`)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 @torch.no_grad()
@@ -118,6 +119,30 @@ def polyak_update(source: nn.Module, target: nn.Module, tau: float | torch.Tenso
     torch._foreach_lerp_(tgt, src, tau)
 
 
+class SkippedUpdates:
+    """Counts, on the device, the updates skipped for non-finite gradients: in all, the
+    current run of skipped updates, and the longest run since :meth:`read`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._skipped = torch.zeros((), device=device)
+        self._streak = torch.zeros((), device=device)
+        self._longest = torch.zeros((), device=device)
+
+    def add(self, skipped: torch.Tensor) -> None:
+        """Counts one update; ``skipped``: 1.0 if it was skipped, else 0.0 (no host sync)."""
+        self._skipped += skipped
+        self._streak.add_(skipped).mul_(skipped)  # +1 if skipped, else back to 0
+        torch.maximum(self._longest, self._streak, out=self._longest)
+
+    def read(self) -> tuple[int, int]:
+        """Updates skipped since the last call, and the longest run of consecutive skipped
+        updates among them (a run that began before counts whole); one host sync."""
+        skipped, longest = int(self._skipped.item()), int(self._longest.item())
+        self._skipped.zero_()
+        self._longest.zero_()
+        return skipped, longest
+
+
 class TD3Update:
     """Runs TD3 gradient steps on given networks and optimizers.
 
@@ -151,14 +176,11 @@ class TD3Update:
         self.actor_optim, self.critic_optim = actor_optim, critic_optim
         self.hp, self.precision = hp, precision
         self.num_updates = 0
-        # Non-finite guard, on the device: updates skipped in all, the current run of skipped
-        # updates, and the longest run since read_nonfinite().
+        # Non-finite guard, on the device.
         device = next(iter(actor.parameters())).device
         self._found = {"critic": torch.zeros((), device=device),
                        "actor": torch.zeros((), device=device)}
-        self._skipped = torch.zeros((), device=device)
-        self._streak = torch.zeros((), device=device)
-        self._longest = torch.zeros((), device=device)
+        self._nonfinite = SkippedUpdates(device)
         self._critic_loss, self._actor_loss = critic_loss, actor_loss
         if compile:
             self._critic_loss = torch.compile(critic_loss, dynamic=False,
@@ -191,16 +213,11 @@ class TD3Update:
             polyak_update(self.actor, self.actor_target, tau)
             polyak_update(self.critic, self.critic_target, tau)
             stats["actor_loss"] = loss_pi.detach()
-        self._skipped += skipped
-        self._streak.add_(skipped).mul_(skipped)  # +1 if skipped, else back to 0
-        torch.maximum(self._longest, self._streak, out=self._longest)
+        self._nonfinite.add(skipped)
         return stats
 
     def read_nonfinite(self) -> tuple[int, int]:
         """Updates skipped for non-finite gradients since the last call, and the longest run
         of consecutive skipped updates among the steps since then (a run that began before
         counts whole); one host sync."""
-        skipped, longest = int(self._skipped.item()), int(self._longest.item())
-        self._skipped.zero_()
-        self._longest.zero_()
-        return skipped, longest
+        return self._nonfinite.read()

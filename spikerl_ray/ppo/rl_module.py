@@ -6,6 +6,13 @@ output and whose log-std is a free parameter starting at -0.5 (PopSAN's PPO,
 the module's running statistics (:mod:`spikerl_ray.common.observations`). RLlib's PPO learner
 reads ``action_dist_inputs`` from ``forward_train`` and values from :meth:`compute_values`
 (docs/algorithms.md). Acting without exploration returns the mean.
+
+With ``compile_networks`` the policy and acting are compiled with ``torch.compile``
+(``dynamic=False``: the env runners' batch and the learner's minibatch are fixed sizes; the
+value MLP, which also sees whole train batches of varying size, stays eager). With
+``precision`` ``bf16`` (or ``auto`` where the device computes it natively) the learner's
+forward passes run in bf16 autocast and return fp32, weights staying fp32, as in TD3's
+learner; acting is fp32.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from ray.rllib.utils.annotations import override
 from policies import RunningNormalizer
 from policies.mlp import mlp
 from spikerl_ray.common.actor_config import gaussian_policy
+from spikerl_ray.core.platform import resolve_precision
+from spikerl_ray.core.td3 import autocast
 
 
 class SpikingPPOTorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """Gaussian policy over our actor, value MLP, observation normalizer. ``model_config``
-    keys: ``policy``, ``actor_kwargs``, ``spiking_backend`` (as for TD3) and
-    ``critic_hiddens`` (the value MLP's)."""
+    keys: ``policy``, ``actor_kwargs``, ``spiking_backend``, ``compile_networks`` (as for
+    TD3), ``critic_hiddens`` (the value MLP's) and ``precision``."""
 
     @override(RLModule)
     def setup(self) -> None:
@@ -39,6 +48,10 @@ class SpikingPPOTorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI)
         if not self.inference_only:
             self.vf = mlp(obs_dim, tuple(self.model_config.get("critic_hiddens", (256, 256))),
                           1)
+        self.precision = self.model_config.get("precision", "fp32")
+        if self.model_config.get("compile_networks", False):
+            self.pi.compile(dynamic=False)
+            self._act = torch.compile(self._act, dynamic=False)
 
     @property
     def actor(self) -> torch.nn.Module:
@@ -53,15 +66,36 @@ class SpikingPPOTorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
         return ["vf"]
 
+    def _autocast(self, obs: torch.Tensor) -> Any:
+        """bf16 autocast on ``obs``'s device where ``precision`` resolves to bf16 there."""
+        return autocast(resolve_precision(self.precision, obs.device.type), obs.device)
+
+    def _act(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
+        """The distribution's inputs, or with ``explore`` off the mean, for raw
+        observations (fp32)."""
+        normalized = self.normalize(obs)
+        return self.pi(normalized) if explore else self.pi.mean(normalized)
+
     @override(RLModule)
-    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {Columns.ACTION_DIST_INPUTS: self.pi(self.normalize(batch[Columns.OBS]))}
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs = batch[Columns.OBS]
+        with self._autocast(obs):
+            inputs = self.pi(self.normalize(obs))
+        return {Columns.ACTION_DIST_INPUTS: inputs.float()}
+
+    @override(RLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            return {Columns.ACTION_DIST_INPUTS: self._act(batch[Columns.OBS], True)}
 
     @override(RLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         with torch.no_grad():
-            return {Columns.ACTIONS: self.pi.mean(self.normalize(batch[Columns.OBS]))}
+            return {Columns.ACTIONS: self._act(batch[Columns.OBS], False)}
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        return self.vf(self.normalize(batch[Columns.OBS])).squeeze(-1)
+        obs = batch[Columns.OBS]
+        with self._autocast(obs):
+            values = self.vf(self.normalize(obs))
+        return values.float().squeeze(-1)

@@ -1,4 +1,4 @@
-"""RLlib's SAC with the actors of :mod:`policies` (docs/algorithms.md)."""
+"""SAC with the actors of :mod:`policies`, on TD3's replay learner (docs/algorithms.md)."""
 
 from spikerl_ray.sac.sac import SpikingSAC, SpikingSACConfig
 
