@@ -42,6 +42,20 @@ def run_dir(tmp_path_factory, ray_session) -> Path:
     return out
 
 
+def test_remote_env_runners_without_periodic_evaluation_still_evaluate_at_the_end(
+        tmp_path, ray_session):
+    """With --eval-every 0 RLlib builds no evaluation runner; the end-of-run evaluation then
+    runs on the driver's env runner, which needs an env even when a remote runner samples."""
+    out = tmp_path / "r"
+    assert main(["train", "--policy", "ann", "--env", "Pendulum-v1", "--steps", "1000",
+                 "--warmup-steps", "500", "--eval-every", "0", "--eval-episodes", "1",
+                 "--env-runners", "1", "--no-energy", "--no-progress", "--no-compile",
+                 "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["eval_return_mean"] for r in rows[:-1]] == [""] * (len(rows) - 1)
+    assert np.isfinite(float(rows[-1]["eval_return_mean"]))
+
+
 def test_train_writes_progress_and_checkpoints(run_dir):
     rows = _rows(run_dir)
     assert tuple(rows[0].keys()) == PROGRESS_COLUMNS
