@@ -416,7 +416,9 @@ def main() -> None:
     session.keep_embedded_on_loopback(None)  # before Ray is imported (docs/security.md)
     import ray
 
-    report: dict = {"benchmark": "throughput", "env": ENV, "cpus": os.cpu_count(),
+    report: dict = {"benchmark": "throughput", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()),
+                    "command": "python " + " ".join(sys.argv), "env": ENV, "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "warmup_steps": WARMUP,
                     "measured_steps": args.steps}
     if "actor" in args.parts:
