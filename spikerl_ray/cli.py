@@ -331,6 +331,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         return
     print(f"{result['policy']} on {result['env']}: return {result['return_mean']:.1f} "
           f"+/- {result['return_std']:.1f} over {result['episodes']} episodes")
+    if (args.weights, args.state_bits, args.timesteps) == ("fp32", None, None):
+        return  # the trained network as it is: one line (--json has its spike statistics)
     setting, spikes = result["setting"], result["spikes"]
     state = f", {setting['state_bits']}-bit state" if setting["state_bits"] else ""
     steps = f", T = {setting['timesteps']}" if setting["timesteps"] else ""

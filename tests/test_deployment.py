@@ -277,6 +277,8 @@ def test_evaluate_prints_the_setting_and_figures(checkpoint, capsys):
     assert lines[0].startswith("spikerl on Pendulum-v1: return ")
     assert lines[1].startswith("setting: popsan weights, 24-bit state, T = 5; per inference ")
     assert "synaptic ops" in lines[1] and "pJ (estimate)" in lines[1]
+    assert main(["evaluate", str(checkpoint), "--episodes", "1"]) == 0  # as trained: one line
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
     assert main(["evaluate", str(checkpoint), "--episodes", "1", "--json", "--weights",
                  "int4", "--state-bits", "20", "--timesteps", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
