@@ -155,6 +155,14 @@ def test_smoke_experiment_runs_every_trial(smoke_run):
     assert main(["evaluate", str(last), "--episodes", "1", "--json"]) == 0
 
 
+def _interval(samples: tuple, statistic) -> object:
+    """The report's 95% percentile bootstrap interval of ``statistic`` (2,000 resamples,
+    generator seed 0), recomputed."""
+    return stats.bootstrap(samples, statistic, n_resamples=2000, method="percentile",
+                           vectorized=False,
+                           random_state=np.random.default_rng(0)).confidence_interval
+
+
 @pytest.mark.slow
 def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
     assert main(["report", str(smoke_run)]) == 0
@@ -169,16 +177,13 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
     finals = {m: np.array([g.dropna(subset=["eval_return"])["eval_return"].iloc[-1]
                            for _, g in t.groupby("trial")])
               for m, t in tidy.groupby("method")}
-    rng_seed = 0
     for method, x in finals.items():
         row = summary.loc[method]
         assert row["seeds"] == 2
         assert row["final_eval_mean"] == pytest.approx(x.mean())
         assert row["final_eval_std"] == pytest.approx(x.std(ddof=1))
         assert row["final_eval_iqm"] == pytest.approx(stats.trim_mean(x, 0.25))
-        ci = stats.bootstrap((x,), lambda v: stats.trim_mean(v, 0.25), n_resamples=2000,
-                             method="percentile", vectorized=False,
-                             random_state=np.random.default_rng(rng_seed)).confidence_interval
+        ci = _interval((x,), lambda v: stats.trim_mean(v, 0.25))
         assert (row["final_eval_iqm_ci_low"], row["final_eval_iqm_ci_high"]) == \
             pytest.approx((ci.low, ci.high))
         best = tidy[tidy["method"] == method].groupby("trial")["eval_return"].max().mean()
@@ -187,9 +192,7 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
     gain = 100 * (ours.mean() - base.mean()) / abs(base.mean())
     assert summary.loc["ann", "spikerl_improvement_pct"] == pytest.approx(gain)
     assert math.isnan(summary.loc["spikerl", "spikerl_improvement_pct"])
-    ci = stats.bootstrap((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()),
-                         n_resamples=2000, method="percentile", vectorized=False,
-                         random_state=np.random.default_rng(rng_seed)).confidence_interval
+    ci = _interval((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()))
     assert (summary.loc["ann", "spikerl_improvement_ci_low"],
             summary.loc["ann", "spikerl_improvement_ci_high"]) == pytest.approx((ci.low, ci.high))
     # The area under each trial's evaluation curve (trapezoids over its evaluations divided by
@@ -204,18 +207,14 @@ def test_report_numbers_equal_a_recomputation_from_the_tidy_table(smoke_run):
         row = summary.loc[method]
         assert row["auc_eval_mean"] == pytest.approx(x.mean())
         assert row["auc_eval_iqm"] == pytest.approx(stats.trim_mean(x, 0.25))
-        ci = stats.bootstrap((x,), lambda v: stats.trim_mean(v, 0.25), n_resamples=2000,
-                             method="percentile", vectorized=False,
-                             random_state=np.random.default_rng(rng_seed)).confidence_interval
+        ci = _interval((x,), lambda v: stats.trim_mean(v, 0.25))
         assert (row["auc_eval_iqm_ci_low"], row["auc_eval_iqm_ci_high"]) == \
             pytest.approx((ci.low, ci.high))
         assert row["max_average_eval"] == pytest.approx(evals.mean(axis=1).max())
     ours, base = aucs["spikerl"], aucs["ann"]
     assert summary.loc["ann", "spikerl_auc_improvement_pct"] == pytest.approx(
         100 * (ours.mean() - base.mean()) / abs(base.mean()))
-    ci = stats.bootstrap((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()),
-                         n_resamples=2000, method="percentile", vectorized=False,
-                         random_state=np.random.default_rng(rng_seed)).confidence_interval
+    ci = _interval((ours, base), lambda y, x: 100 * (y.mean() - x.mean()) / abs(x.mean()))
     assert (summary.loc["ann", "spikerl_auc_improvement_ci_low"],
             summary.loc["ann", "spikerl_auc_improvement_ci_high"]) == \
         pytest.approx((ci.low, ci.high))
